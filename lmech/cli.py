@@ -1,0 +1,115 @@
+"""Command line: ``lmech list | check | report | runs``.
+
+Exit codes: 0 when every checked law passes, 1 when one does not, 2 for usage or config errors
+(one line on stderr, no traceback), 130 when interrupted (finished runs stay stored).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .laws import LAWS, PASS, Verdict
+from .report import write_report
+from .runner import check
+from .store import Store
+
+DB_NAME, REPORT_NAME = "lmech.db", "report.html"
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmech", description="Learning mechanics you can run: theory, measurement, verdict.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the laws in the atlas")
+    c = sub.add_parser("check", help="run laws and print their verdicts")
+    c.add_argument("laws", nargs="*", metavar="LAW", help="law ids (see `lmech list`)")
+    c.add_argument("--all", action="store_true", help="check every law in the atlas")
+    scale = c.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="scale", action="store_const", const="quick", help="quick scale (default)")
+    scale.add_argument("--full", dest="scale", action="store_const", const="full", help="full scale")
+    c.add_argument("--out", default="lmech-out", help="folder for lmech.db and report.html (default: lmech-out)")
+    c.add_argument("--force", action="store_true", help="retrain runs that are already stored")
+    c.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
+    r = sub.add_parser("report", help="write report.html from the stored verdicts")
+    r.add_argument("--out", default="lmech-out")
+    u = sub.add_parser("runs", help="list stored runs, or export their metrics")
+    u.add_argument("--out", default="lmech-out")
+    u.add_argument("--csv", metavar="FILE", help="write the long-format metrics (run_id,step,name,value) to FILE")
+    return p
+
+
+def _cmd_list() -> int:
+    width = max(len(i) for i in LAWS)
+    for law_id, law in LAWS.items():
+        print(f"{law_id:<{width}}  [{law.pillar}]  {law.title}")
+    return 0
+
+
+def _table(verdicts: list[Verdict]) -> str:
+    lines = [f"{'law':<24} {'scale':<6} {'verdict':<14} {'error':>10} {'tolerance':>10}"]
+    lines += [f"{v.law:<24} {v.scale:<6} {v.status.upper():<14} {v.error:>10.4g} {v.tolerance:>10.4g}" for v in verdicts]
+    return "\n".join(lines)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    if args.all == bool(args.laws):
+        raise ValueError("name the laws to check, or pass --all (not both); see `lmech list`")
+    law_ids = list(LAWS) if args.all else args.laws
+    out = Path(args.out)
+    start = time.perf_counter()
+    with Store(out / DB_NAME) as store:
+        verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, progress=_err)
+        report = write_report([Verdict.from_dict(d) for d in store.verdicts()], out / REPORT_NAME)
+    print(_table(verdicts))
+    print(f"\n{sum(v.status == PASS for v in verdicts)}/{len(verdicts)} laws pass in {time.perf_counter() - start:.0f}s; "
+          f"report: {report}; store: {out / DB_NAME}")
+    return 0 if all(v.status == PASS for v in verdicts) else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    with Store(Path(args.out) / DB_NAME) as store:
+        verdicts = [Verdict.from_dict(d) for d in store.verdicts()]
+    if not verdicts:
+        raise ValueError(f"no verdicts stored in {Path(args.out) / DB_NAME}; run `lmech check` first")
+    print(write_report(verdicts, Path(args.out) / REPORT_NAME))
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    with Store(Path(args.out) / DB_NAME) as store:
+        if args.csv:
+            print(store.export_csv(args.csv))
+            return 0
+        rows = store.runs()
+    print(f"{'run':<18} {'system':<18} {'outcome':<10} {'wall s':>8} {'metrics':>8}")
+    for r in rows:
+        print(f"{r['run_id']:<18} {r['system_id']:<18} {r['outcome']:<10} {r['wall_time']:>8.1f} {r['metrics']:>8}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return _cmd_list()
+        if args.command == "check":
+            return _cmd_check(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        return _cmd_runs(args)
+    except ValueError as exc:
+        _err(f"lmech: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _err("lmech: interrupted; every finished run is stored, rerun to continue")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Engine: train a system and measure probes on a schedule."""
+from .result import COMPLETED, DIVERGED, RunResult
+from .schedule import Schedule
+from .state import TrainState
+from .trainer import run_id, train
+
+__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "run_id", "train"]

@@ -1,0 +1,39 @@
+"""The outcome of one training run: long-format metrics plus how the run ended."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COMPLETED, DIVERGED = "completed", "diverged"
+
+
+@dataclass
+class RunResult:
+    """Metrics as ``(step, name, value)`` records; ``outcome`` is ``"completed"`` or ``"diverged"``.
+
+    A diverged run (non-finite training loss at ``diverged_step``) keeps every measurement before it.
+    """
+
+    run_id: str
+    system: dict
+    probes: list[dict]
+    records: list[tuple[int, str, float]] = field(default_factory=list)
+    outcome: str = COMPLETED
+    diverged_step: int | None = None
+    wall_time: float = 0.0
+    versions: dict = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return sorted({name for _, name, _ in self.records})
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of one metric, ordered by step."""
+        rows = sorted((s, v) for s, n, v in self.records if n == name)
+        if not rows:
+            raise KeyError(f"metric {name!r} was not recorded; recorded: {self.names()}")
+        steps, values = zip(*rows)
+        return np.array(steps), np.array(values, dtype=float)
+
+    def last(self, name: str) -> float:
+        return float(self.series(name)[1][-1])

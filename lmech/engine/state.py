@@ -1,0 +1,25 @@
+"""What an observable sees at a measurement step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..observables._params import LossFn
+
+
+@dataclass
+class TrainState:
+    """The model at ``step`` with its training data (targets as the loss consumes them) and init snapshot."""
+
+    step: int
+    model: nn.Module
+    loss_fn: LossFn
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    labelled: bool
+    init: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer | None = None

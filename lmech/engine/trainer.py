@@ -1,0 +1,118 @@
+"""The engine: train a system for its step budget, measuring probes on their schedules."""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..observables.probes import Probe
+from ..observables.weights import snapshot
+from ..systems.networks import build_model
+from ..systems.system import System, stable_hash
+from .result import COMPLETED, DIVERGED, RunResult
+from .state import TrainState
+
+
+def run_id(system: System, probes: Sequence[Probe]) -> str:
+    """Content hash of the system and the measurement plan: equal ids mean identical runs."""
+    return stable_hash({"system": system.to_dict(), "probes": [p.to_dict() for p in probes]})
+
+
+def versions() -> dict[str, str]:
+    return {"lmech": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _optimizer(system: System, params) -> torch.optim.Optimizer:
+    rule = system.rule
+    if rule.optimizer in ("gd", "sgd"):
+        return torch.optim.SGD(params, lr=rule.lr)
+    if rule.optimizer == "momentum":  # v = beta v + g; theta -= lr v
+        return torch.optim.SGD(params, lr=rule.lr, momentum=rule.momentum)
+    return torch.optim.Adam(params, lr=rule.lr, betas=rule.betas, eps=rule.eps)
+
+
+def _batches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Tensor | None]:
+    """Index batches without replacement, reshuffled each epoch; ``None`` means the full batch."""
+    if batch_size is None or batch_size >= n:
+        return lambda: None
+    gen = torch.Generator().manual_seed(seed + 7919)
+    queue: list[torch.Tensor] = []
+
+    def next_batch() -> torch.Tensor:
+        if not queue:
+            perm = torch.randperm(n, generator=gen)
+            queue.extend(perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size))
+            queue.reverse()
+        return queue.pop()
+
+    return next_batch
+
+
+def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",
+          progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train ``system`` for ``system.rule.steps`` updates and measure ``probes`` on their schedules.
+
+    Probes at step ``s`` see the parameters after ``s`` updates (step 0 is the init). The run is
+    deterministic for a seed on CPU. A non-finite training loss ends the run with outcome
+    ``"diverged"`` and its step; measurements taken before it are kept.
+    """
+    rule = system.rule
+    dtype = rule.torch_dtype
+    start = time.perf_counter()
+    data = system.data.load()
+    device = torch.device(device)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        t = torch.as_tensor(a)
+        return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
+    y_train = system.task.targets(tensor(data.y_train), data.n_classes, dtype)
+    y_test = system.task.targets(tensor(data.y_test), data.n_classes, dtype)
+    model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale,
+                        seed=rule.seed, dtype=dtype).to(device)
+    optimizer = _optimizer(system, model.parameters())
+    state = TrainState(0, model, system.task.loss_fn, tensor(data.x_train), y_train, tensor(data.x_test), y_test,
+                       data.n_classes is not None, snapshot(model), optimizer)
+    for p in probes:
+        p.reset()
+    when = [p.schedule.steps(rule.steps) for p in probes]
+    next_batch = _batches(len(state.x_train), rule.batch_size, rule.seed)
+    result = RunResult(run_id(system, probes), system.to_dict(), [p.to_dict() for p in probes], versions=versions())
+    report_every = max(rule.steps // 100, 1)
+    for step in range(rule.steps + 1):
+        state.step = step
+        for probe, steps in zip(probes, when):
+            if step in steps:
+                result.records.extend((step, k, v) for k, v in probe.measure(state).items())
+        if step == rule.steps:
+            break
+        idx = next_batch()
+        x, y = (state.x_train, state.y_train) if idx is None else (state.x_train[idx], state.y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        batch_loss = state.loss_fn(model(x), y)
+        if not math.isfinite(float(batch_loss.detach())):
+            result.outcome, result.diverged_step = DIVERGED, step
+            break
+        batch_loss.backward()
+        optimizer.step()
+        if progress is not None and step % report_every == 0:
+            progress(step, rule.steps)
+    if result.outcome == COMPLETED:
+        result.outcome = _finite_outcome(result)
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def _finite_outcome(result: RunResult) -> str:
+    """A run whose measured loss went non-finite at the last step also counts as diverged."""
+    for step, name, value in result.records:
+        if name.startswith("loss/") and not math.isfinite(value):
+            result.diverged_step = step
+            return DIVERGED
+    return COMPLETED
+

@@ -1,0 +1,45 @@
+"""Flat views of a module's trainable parameters, and the loss as a function of them (torch.func)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FlatParams:
+    """Names, shapes and a flat copy of the trainable parameters of ``model``.
+
+    ``unflatten(theta)`` maps a flat vector back to a ``{name: tensor}`` dict of views, so that
+    ``torch.func`` transforms can differentiate the loss with respect to one flat vector.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("model has no trainable parameters (requires_grad=True); nothing to differentiate")
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.vector = torch.cat([p.detach().reshape(-1) for _, p in named])
+
+    @property
+    def dim(self) -> int:
+        return self.vector.numel()
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
+
+
+def loss_of_params(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                   flat: FlatParams) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``theta -> loss_fn(model(x; theta), y)`` for a flat parameter vector (buffers as in ``model``)."""
+    buffers = dict(model.named_buffers())
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, {**flat.unflatten(theta), **buffers}, (x,)), y)
+
+    return loss

@@ -1,0 +1,43 @@
+"""Dots-on-curves figures from a verdict's panels: theory as lines, measurements as dots."""
+from __future__ import annotations
+
+import base64
+import io
+
+from ..laws.base import Panel
+
+_STYLE = {
+    "theory": {"linestyle": "-", "linewidth": 1.6, "marker": None},
+    "measured": {"linestyle": "none", "marker": "o", "markersize": 3.5, "alpha": 0.85},
+    "reference": {"linestyle": "--", "linewidth": 1.0, "marker": None},
+}
+
+
+def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
+    """Render ``panels`` side by side and return PNG bytes (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        colours: dict[str, str] = {}
+        cycle = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
+        for s in panel.series:
+            colour = colours.setdefault(s.group or s.label, next(cycle))
+            label = s.label if s.kind != "reference" or s.label not in ax.get_legend_handles_labels()[1] else None
+            ax.plot(s.x, s.y, color=colour, label=label, **_STYLE.get(s.kind, _STYLE["measured"]))
+        ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
+        if len(panel.series) <= 14:
+            ax.legend(fontsize=6.5, frameon=False)
+        ax.grid(alpha=0.25)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figure_data_uri(panels: list[Panel]) -> str:
+    return "data:image/png;base64," + base64.b64encode(figure_png(panels)).decode("ascii")

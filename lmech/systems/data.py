@@ -1,0 +1,202 @@
+"""Datasets: seeded generators and offline real data, with subsetting and a train/test split.
+
+Every loader returns a :class:`Dataset` of float64 NumPy arrays; the engine casts to the run's dtype.
+Classification sets carry integer labels; the task turns them into one-hot targets for MSE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import ClassVar
+
+import numpy as np
+
+from ._validate import ConfigError, one_of, positive_float, positive_int
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Arrays of one data config. ``y_*`` are labels (int) when ``n_classes`` is set, else targets."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_classes if self.n_classes is not None else int(self.y_train.shape[1])
+
+
+def _check_split(name: str, n_train: int, n_test: int, available: int | None = None) -> None:
+    positive_int(f"data.n_train", n_train)
+    positive_int(f"data.n_test", n_test, minimum=0)
+    if available is not None and n_train + n_test > available:
+        raise ConfigError(
+            f"data.n_train + data.n_test = {n_train + n_test} exceeds the {available} samples of {name}; "
+            f"lower n_train or n_test"
+        )
+
+
+def _orthonormal_columns(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((rows, cols)))
+    return q * np.sign(np.diag(r))
+
+
+def whiten(x: np.ndarray) -> np.ndarray:
+    """Return ``x @ C^{-1/2}`` with ``C = x^T x / n``, so that the result satisfies ``X^T X / n = I`` exactly."""
+    cov = x.T @ x / x.shape[0]
+    evals, evecs = np.linalg.eigh(cov)
+    return x @ (evecs / np.sqrt(evals)) @ evecs.T
+
+
+@dataclass(frozen=True)
+class WhitenedLinear:
+    """Whitened Gaussian inputs and a linear target ``y = W* x`` with ``W* = U diag(s) V^T``.
+
+    The training inputs are whitened exactly (``X^T X / n = I``), so the input-output covariance is
+    ``Sigma_yx = W*``: its singular values are ``singular_values`` (Saxe et al. 2014, arXiv:1312.6120).
+    ``U`` and ``V`` (random orthonormal, seeded) are kept in ``Dataset.info``.
+    """
+
+    d_in: int
+    d_out: int
+    singular_values: tuple[float, ...]
+    n_train: int = 256
+    n_test: int = 256
+    seed: int = 0
+    kind: ClassVar[str] = "whitened_linear"
+
+    def __post_init__(self) -> None:
+        positive_int("data.d_in", self.d_in)
+        positive_int("data.d_out", self.d_out)
+        object.__setattr__(self, "singular_values", tuple(float(s) for s in self.singular_values))
+        rank = len(self.singular_values)
+        if rank == 0 or rank > min(self.d_in, self.d_out):
+            raise ConfigError(f"data.singular_values needs 1 to min(d_in, d_out) = {min(self.d_in, self.d_out)} values, got {rank}")
+        for s in self.singular_values:
+            positive_float("data.singular_values[i]", s)
+        _check_split(self.kind, self.n_train, self.n_test)
+        if self.n_train < self.d_in:
+            raise ConfigError(f"data.n_train={self.n_train} must be >= data.d_in={self.d_in} to whiten the inputs")
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng(self.seed)
+        rank = len(self.singular_values)
+        u = _orthonormal_columns(rng, self.d_out, rank)
+        v = _orthonormal_columns(rng, self.d_in, rank)
+        w_star = u @ np.diag(self.singular_values) @ v.T
+        x_train = whiten(rng.standard_normal((self.n_train, self.d_in)))
+        x_test = rng.standard_normal((self.n_test, self.d_in))
+        info = {"U": u, "V": v, "W_star": w_star, "singular_values": np.array(self.singular_values)}
+        return Dataset(x_train, x_train @ w_star.T, x_test, x_test @ w_star.T, None, info)
+
+
+@dataclass(frozen=True)
+class TeacherStudent:
+    """Gaussian inputs ``x ~ N(0, I_d)`` labelled by a random two-layer teacher.
+
+    ``y = sum_j a_j phi(w_j . x) + noise * eps`` with unit-norm ``w_j`` and ``a_j = +-1``
+    (the setting of Chizat et al. 2019, Fig. 2: 2-D inputs, 3 ReLU units). Teacher in ``info``.
+    """
+
+    d_in: int = 2
+    teacher_width: int = 3
+    activation: str = "relu"
+    n_train: int = 1000
+    n_test: int = 1000
+    noise: float = 0.0
+    seed: int = 0
+    kind: ClassVar[str] = "teacher_student"
+
+    def __post_init__(self) -> None:
+        positive_int("data.d_in", self.d_in)
+        positive_int("data.teacher_width", self.teacher_width)
+        one_of("data.activation", self.activation, ("relu", "tanh", "erf", "linear"))
+        positive_float("data.noise", self.noise, allow_zero=True)
+        _check_split(self.kind, self.n_train, self.n_test)
+
+    def load(self) -> Dataset:
+        from scipy.special import erf
+
+        phi = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "erf": erf, "linear": lambda z: z}[self.activation]
+        rng = np.random.default_rng(self.seed)
+        w = rng.standard_normal((self.teacher_width, self.d_in))
+        w /= np.linalg.norm(w, axis=1, keepdims=True)
+        a = rng.choice([-1.0, 1.0], size=self.teacher_width)
+        x = rng.standard_normal((self.n_train + self.n_test, self.d_in))
+        y = (phi(x @ w.T) @ a)[:, None] + self.noise * rng.standard_normal((len(x), 1))
+        n = self.n_train
+        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"teacher_w": w, "teacher_a": a})
+
+
+def _split(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
+    order = np.random.default_rng(seed).permutation(len(x))
+    tr, te = order[:n_train], order[n_train:n_train + n_test]
+    return x[tr], y[tr], x[te], y[te]
+
+
+@lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
+    from mnist1d.data import get_dataset_args, make_dataset  # procedural: no download
+
+    d = make_dataset(get_dataset_args())
+    return (np.asarray(d["x"], float), np.asarray(d["y"], np.int64),
+            np.asarray(d["x_test"], float), np.asarray(d["y_test"], np.int64))
+
+
+@dataclass(frozen=True)
+class MNIST1D:
+    """MNIST-1D (Greydanus & Kobak 2024, arXiv:2011.14439), generated offline with the default arguments.
+
+    40 features, 10 classes, a canonical 4000/1000 split. ``n_train`` and ``n_test`` draw a seeded
+    subset of the canonical train and test parts.
+    """
+
+    n_train: int = 4000
+    n_test: int = 1000
+    seed: int = 0
+    kind: ClassVar[str] = "mnist1d"
+
+    def __post_init__(self) -> None:
+        _check_split(self.kind, self.n_train, self.n_test)
+        if self.n_train > 4000:
+            raise ConfigError(f"data.n_train={self.n_train} exceeds the 4000 training samples of mnist1d; lower n_train")
+        if self.n_test > 1000:
+            raise ConfigError(f"data.n_test={self.n_test} exceeds the 1000 test samples of mnist1d; lower n_test")
+
+    def load(self) -> Dataset:
+        x, y, xt, yt = _mnist1d_arrays()
+        rng = np.random.default_rng(self.seed)
+        tr = rng.permutation(len(x))[: self.n_train]
+        te = rng.permutation(len(xt))[: self.n_test]
+        return Dataset(x[tr], y[tr], xt[te], yt[te], 10)
+
+
+@dataclass(frozen=True)
+class Digits:
+    """scikit-learn's 8x8 digits (1797 samples, 64 features scaled to [0, 1], 10 classes), seeded split."""
+
+    n_train: int = 1000
+    n_test: int = 797
+    seed: int = 0
+    kind: ClassVar[str] = "digits"
+
+    def __post_init__(self) -> None:
+        _check_split(self.kind, self.n_train, self.n_test, available=1797)
+
+    def load(self) -> Dataset:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x, y = bunch.data / 16.0, bunch.target.astype(np.int64)
+        return Dataset(*_split(x, y, self.n_train, self.n_test, self.seed), 10)
+
+
+DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits)}

@@ -1,0 +1,117 @@
+"""PyTorch modules for the architectures, and their initialization from a system's learning rule."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import ConfigError
+from .architecture import MLP, DeepLinear
+from .data import Dataset, _orthonormal_columns
+
+_ACTIVATIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "erf": torch.erf,
+    "linear": lambda z: z,
+}
+
+
+class Dense(nn.Module):
+    """Affine layer ``z = multiplier * W h + b``; ``multiplier = 1/sqrt(fan_in)`` in NTK parameterization."""
+
+    def __init__(self, fan_in: int, fan_out: int, bias: bool = True, multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(fan_out, fan_in))
+        self.bias = nn.Parameter(torch.zeros(fan_out)) if bias else None
+        self.multiplier = multiplier
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        w = self.weight if self.multiplier == 1.0 else self.weight * self.multiplier
+        return F.linear(h, w, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, bias={self.bias is not None}, multiplier={self.multiplier:g}"
+
+
+class MLPNet(nn.Module):
+    """``f(x) = alpha * Dense_L(phi(... phi(Dense_1(x))))``."""
+
+    def __init__(self, dims: list[int], activation: str, bias: bool, alpha: float, ntk: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Dense(a, b, bias, 1.0 / math.sqrt(a) if ntk else 1.0) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.activation = activation
+        self.alpha = alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        phi = _ACTIVATIONS[self.activation]
+        for layer in self.layers[:-1]:
+            x = phi(layer(x))
+        out = self.layers[-1](x)
+        return out if self.alpha == 1.0 else self.alpha * out
+
+
+class DeepLinearNet(nn.Module):
+    """``f(x) = W_L ... W_1 x`` as a chain of bias-free :class:`Dense` layers."""
+
+    def __init__(self, dims: list[int], ntk: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            Dense(a, b, False, 1.0 / math.sqrt(a) if ntk else 1.0) for a, b in zip(dims[:-1], dims[1:])
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _aligned_weights(dims: list[int], data: Dataset, scale: float, seed: int) -> list[np.ndarray]:
+    """Balanced, decoupled init: ``W_l = scale * P_l P_{l-1}^T`` with ``P_0 = V``, ``P_L = U`` of ``Sigma_yx``.
+
+    Every mode then starts at strength ``m_0 = scale ** L`` and evolves independently
+    (Saxe et al. 2014, arXiv:1312.6120, Sec. 2).
+    """
+    u, v = data.info["U"], data.info["V"]
+    rank = u.shape[1]
+    if min(dims[1:-1], default=rank) < rank:
+        raise ConfigError(f"architecture.width={min(dims[1:-1])} is below the target rank {rank}; rule.init='aligned' needs width >= rank")
+    rng = np.random.default_rng(seed)
+    bases = [v] + [_orthonormal_columns(rng, n, rank) for n in dims[1:-1]] + [u]
+    return [scale * b_out @ b_in.T for b_in, b_out in zip(bases[:-1], bases[1:])]
+
+
+def build_model(architecture: MLP | DeepLinear, data: Dataset, *, init: str, init_scale: float, seed: int,
+                dtype: torch.dtype) -> nn.Module:
+    """Instantiate and initialize the network for ``architecture`` on ``data`` (deterministic in ``seed``)."""
+    ntk = architecture.parameterization == "ntk"
+    if isinstance(architecture, MLP):
+        dims = [data.input_dim] + [architecture.width] * architecture.depth + [data.output_dim]
+        model: nn.Module = MLPNet(dims, architecture.activation, architecture.bias, architecture.alpha, ntk)
+        gain = init_scale * (math.sqrt(2.0) if architecture.activation == "relu" else 1.0)
+    else:
+        dims = [data.input_dim] + [architecture.width] * (architecture.depth - 1) + [data.output_dim]
+        model = DeepLinearNet(dims, ntk)
+        gain = init_scale
+    model = model.to(dtype)
+    if init == "aligned":
+        if ntk:
+            raise ConfigError("rule.init='aligned' is defined for architecture.parameterization='sp'")
+        with torch.no_grad():
+            for layer, w in zip(model.layers, _aligned_weights(dims, data, init_scale, seed)):
+                layer.weight.copy_(torch.as_tensor(w, dtype=dtype))
+        return model
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in model.layers:
+            fan_in = layer.weight.shape[1]
+            std = gain if ntk else gain / math.sqrt(fan_in)
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64) * std)
+    return model

@@ -1,0 +1,6 @@
+"""Theory: first-principles predictions, computed blind to any measurement."""
+from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
+from .stability import adam_threshold, gd_threshold, heavy_ball_threshold
+
+__all__ = ["learning_time", "mode_ode", "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold",
+           "heavy_ball_threshold"]
