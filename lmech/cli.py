@@ -1,4 +1,4 @@
-"""Command line: ``lmech list | check | report | runs``.
+"""Command line: ``lmech list | check | run | report | runs``.
 
 Exit codes: 0 when every checked law passes, 1 when one does not, 2 for usage or config errors
 (one line on stderr, no traceback), 130 when interrupted (finished runs stay stored).
@@ -6,15 +6,19 @@ Exit codes: 0 when every checked law passes, 1 when one does not, 2 for usage or
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .laws import LAWS, PASS, Verdict
+from .engine.schedule import Schedule
+from .laws import LAWS, PASS, Experiment, Verdict
+from .observables.probes import Loss, probe_from_dict
 from .report import write_report
-from .runner import check
+from .runner import check, run_experiment
 from .store import Store
+from .systems.system import System
 
 DB_NAME, REPORT_NAME = "lmech.db", "report.html"
 
@@ -36,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="lmech-out", help="folder for lmech.db and report.html (default: lmech-out)")
     c.add_argument("--force", action="store_true", help="retrain runs that are already stored")
     c.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
+    n = sub.add_parser("run", help="train one system from a JSON config and store its run")
+    n.add_argument("config", help='JSON file: a system ({"architecture", "data", "task", "rule"}) or {"system": ..., "probes": [...]}')
+    n.add_argument("--out", default="lmech-out")
+    n.add_argument("--force", action="store_true", help="retrain even if an identical run is stored")
+    n.add_argument("--device", default="cpu")
     r = sub.add_parser("report", help="write report.html from the stored verdicts")
     r.add_argument("--out", default="lmech-out")
     u = sub.add_parser("runs", help="list stored runs, or export their metrics")
@@ -72,6 +81,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(v.status == PASS for v in verdicts) else 1
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        spec = json.loads(Path(args.config).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read config {args.config}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"config {args.config} must hold a JSON object (a system, or {{'system': ..., 'probes': [...]}})")
+    system = System.from_dict(spec.get("system", spec))
+    every = Schedule(every=max(system.rule.steps // 100, 1))
+    probes = ([probe_from_dict(p) for p in spec["probes"]] if "probes" in spec
+              else [Loss(every), Loss(every, split="test")])
+    with Store(Path(args.out) / DB_NAME) as store:
+        result = run_experiment(Experiment(system.id, system, probes), store, force=args.force, device=args.device,
+                                progress=_err)
+    print(f"run {result.run_id} (system {system.id}): {result.outcome}"
+          + (f" at step {result.diverged_step}" if result.diverged_step is not None else ""))
+    for name in result.names():
+        print(f"  {name:<32} {result.last(name):.6g}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     with Store(Path(args.out) / DB_NAME) as store:
         verdicts = [Verdict.from_dict(d) for d in store.verdicts()]
@@ -100,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list()
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "run":
+            return _cmd_run(args)
         if args.command == "report":
             return _cmd_report(args)
         return _cmd_runs(args)

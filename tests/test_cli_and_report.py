@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmech.cli import main
+from lmech.engine.schedule import Schedule
+from lmech.laws import FAIL, LAWS, Check, Experiment, Law, Panel, Series, Verdict
+from lmech.observables.probes import Loss
+from lmech.report import render_report
+from lmech.systems import MLP, Digits, LearningRule, System, Task
+
+
+class _AlwaysFails(Law):
+    id = "test-always-fails"
+    title = "A law whose measurement never matches"
+    pillar = "test"
+    claim = "<script>alert('x')</script> & friends"
+    citation = "none"
+    regime = "any"
+    tolerance_note = "none"
+
+    def experiments(self, scale):
+        system = System(MLP(width=4), Digits(n_train=20, n_test=0), Task("mse"), LearningRule(lr=0.1, steps=3))
+        return [Experiment("tiny", system, [Loss(Schedule(every=1))])]
+
+    def evaluate(self, runs, scale):
+        loss = runs["tiny"].last("loss/train")
+        checks = [Check("final loss below zero", loss, "< 0", loss < 0)]
+        panel = Panel("loss", "step", "loss", [Series.of("measured", *runs["tiny"].series("loss/train"))])
+        return self.verdict(scale, runs, status=FAIL, metric="loss", error=loss, tolerance=0.0,
+                            summary="<b>never</b> passes", checks=checks, panels=[panel])
+
+
+@pytest.fixture
+def failing_law():
+    LAWS[_AlwaysFails.id] = _AlwaysFails()
+    yield _AlwaysFails.id
+    del LAWS[_AlwaysFails.id]
+
+
+def _lmech(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lmech", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_usage_and_config_errors_exit_2_with_one_line(tmp_path):
+    for args in (["check", "no-such-law", "--out", str(tmp_path)], ["check", "--out", str(tmp_path)],
+                 ["report", "--out", str(tmp_path / "empty")]):
+        r = _lmech(*args)
+        assert r.returncode == 2, args
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("lmech: error:") and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"architecture": {"kind": "mlp", "width": 8, "activation": "swish"},
+                               "data": {"kind": "digits"}, "task": {"loss": "mse"}, "rule": {"lr": 0.1, "steps": 5}}))
+    r = _lmech("run", str(bad), "--out", str(tmp_path))
+    assert r.returncode == 2 and "architecture.activation='swish'" in r.stderr and "Traceback" not in r.stderr
+    assert _lmech("bogus-command").returncode == 2
+
+
+def test_list_and_run(tmp_path, capsys):
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(law_id in listed for law_id in ("dln-saxe-modes", "conservation-laws", "edge-of-stability"))
+    cfg = tmp_path / "sys.json"
+    cfg.write_text(json.dumps(System(MLP(width=8), Digits(n_train=30, n_test=10), Task("mse"),
+                                     LearningRule(lr=0.1, steps=20)).to_dict()))
+    assert main(["run", str(cfg), "--out", str(tmp_path)]) == 0
+    assert "loss/test" in capsys.readouterr().out
+    assert main(["runs", "--out", str(tmp_path), "--csv", str(tmp_path / "m.csv")]) == 0
+    assert (tmp_path / "m.csv").read_text().startswith("run_id,step,name,value")
+
+
+def test_failing_law_exits_1_and_report_escapes_text(tmp_path, failing_law, capsys):
+    assert main(["check", failing_law, "--out", str(tmp_path)]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    html = (tmp_path / "report.html").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "<b>never</b>" not in html and "&lt;b&gt;never&lt;/b&gt;" in html
+    assert "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
+    assert main(["report", "--out", str(tmp_path)]) == 0
+
+
+def test_verdict_round_trip_through_json():
+    v = Verdict("x", "quick", "pass", "m", 0.1, 0.2, "s", [Check("c", 1.0, "< 2", True)],
+                [Panel("p", "x", "y", [Series.of("a", [1, 2], [3, 4], "theory")])], {"a": {}}, {"a": "id"}, {"title": "t"})
+    back = Verdict.from_dict(json.loads(json.dumps(v.to_dict())))
+    assert back == v
+    assert "<h2>x: t" in render_report([back])

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from lmech import (MLP, DeepLinear, Digits, GradNorm, LearningRule, Loss, Schedule, SingularValues, System, Task,
+                   TeacherStudent, WeightChange, WhitenedLinear, train)
+from lmech.engine.trainer import _batches
+
+
+def _digits_system(**rule):
+    defaults = dict(lr=0.1, steps=30)
+    return System(MLP(width=16, depth=1), Digits(n_train=64, n_test=32), Task("mse"),
+                  LearningRule(**{**defaults, **rule}))
+
+
+def test_same_seed_same_metrics():
+    probes = lambda: [Loss(Schedule(every=5)), Loss(Schedule(every=10), split="test"), GradNorm(Schedule(every=10))]
+    system = _digits_system(optimizer="sgd", batch_size=16)
+    a, b = train(system, probes()), train(system, probes())
+    assert a.records == b.records and len(a.records) > 10
+    c = train(_digits_system(optimizer="sgd", batch_size=16, seed=1), probes())
+    assert c.records != a.records
+
+
+def test_schedules():
+    assert Schedule(every=4).steps(10) == {0, 4, 8, 10}
+    assert Schedule(at=(0, 3, 50)).steps(10) == {0, 3}
+    log = sorted(Schedule(log_points=5).steps(1000))
+    assert log[0] == 0 and log[-1] == 1000 and len(log) >= 5
+    with pytest.raises(ValueError, match="exactly one"):
+        Schedule(every=2, log_points=3)
+
+
+def _manual_run(system, update, steps):
+    """Train the system's model with a hand-written update; return the end-to-end singular values."""
+    from lmech.systems.networks import build_model
+
+    data = system.data.load()
+    rule = system.rule
+    model = build_model(system.architecture, data, init="normal", init_scale=1.0, seed=rule.seed, dtype=torch.float64)
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    params = list(model.parameters())
+    state = [dict() for _ in params]
+    for t in range(1, steps + 1):
+        loss = 0.5 * (model(x) - y).pow(2).sum(1).mean()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, st in zip(params, grads, state):
+                p -= update(g, st, t)
+    return torch.linalg.svdvals(model.layers[1].weight @ model.layers[0].weight).detach().numpy()
+
+
+def _heavy_ball(lr, beta):
+    def update(g, st, t):
+        st["v"] = beta * st.get("v", torch.zeros_like(g)) + g
+        return lr * st["v"]
+    return update
+
+
+def _adam(lr, b1, b2, eps):
+    def update(g, st, t):
+        st["m"] = b1 * st.get("m", torch.zeros_like(g)) + (1 - b1) * g
+        st["v"] = b2 * st.get("v", torch.zeros_like(g)) + (1 - b2) * g * g
+        return lr * (st["m"] / (1 - b1 ** t)) / ((st["v"] / (1 - b2 ** t)).sqrt() + eps)
+    return update
+
+
+@pytest.mark.parametrize("optimizer, update", [
+    ("gd", lambda g, st, t: 0.05 * g),
+    ("momentum", _heavy_ball(0.05, 0.9)),
+    ("adam", _adam(0.05, 0.9, 0.999, 1e-8)),
+])
+def test_optimizers_follow_their_update_equations(optimizer, update):
+    system = System(DeepLinear(depth=2, width=4), WhitenedLinear(d_in=3, d_out=2, singular_values=(2.0, 1.0), n_train=8),
+                    Task("mse"), LearningRule(lr=0.05, steps=4, optimizer=optimizer, momentum=0.9, dtype="float64", seed=5))
+    run = train(system, [SingularValues(Schedule(every=1))])
+    measured = [run.last(f"sv/{i}") for i in range(2)]
+    np.testing.assert_allclose(measured, _manual_run(system, update, 4), rtol=1e-10)
+
+
+def test_divergence_is_an_outcome_not_a_crash():
+    run = train(_digits_system(lr=1e4, steps=200), [Loss(Schedule(every=1))])
+    assert run.outcome == "diverged"
+    assert 0 < run.diverged_step < 200
+    steps, losses = run.series("loss/train")
+    assert steps.max() <= run.diverged_step and np.isfinite(losses[0])
+
+
+def test_minibatches_cover_each_epoch_without_replacement():
+    nxt = _batches(10, 3, seed=0)
+    epoch = torch.cat([nxt() for _ in range(3)])
+    assert len(set(epoch.tolist())) == 9
+    assert _batches(10, None, 0)() is None
+
+
+def test_ntk_parameterization_matches_sp_function_at_init_and_scales_gradients():
+    data = TeacherStudent(d_in=2, n_train=16, n_test=0)
+    sp, ntk = (System(MLP(width=64, parameterization=p), data, Task("mse"), LearningRule(lr=1e-3, steps=1, dtype="float64"))
+               for p in ("sp", "ntk"))
+    a, b = (train(s, [Loss(Schedule(every=1)), GradNorm(Schedule(every=1))]) for s in (sp, ntk))
+    assert a.series("loss/train")[1][0] == pytest.approx(b.series("loss/train")[1][0], rel=1e-12)
+    # NTK: dL/dW = (dL/dW_eff) / sqrt(fan_in), so hidden-layer gradients are sqrt(fan_in) smaller
+    assert b.series("grad_norm")[1][0] < a.series("grad_norm")[1][0]
