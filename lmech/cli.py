@@ -30,7 +30,8 @@ def _err(message: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmech", description="Learning mechanics you can run: theory, measurement, verdict.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the laws in the atlas")
+    ls = sub.add_parser("list", help="list the laws in the atlas")
+    ls.add_argument("--markdown", action="store_true", help="print the README's law catalogue")
     c = sub.add_parser("check", help="run laws and print their verdicts")
     c.add_argument("laws", nargs="*", metavar="LAW", help="law ids (see `lmech list`)")
     c.add_argument("--all", action="store_true", help="check every law in the atlas")
@@ -53,7 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_list() -> int:
+def catalogue_markdown() -> str:
+    """The law catalogue of the README, generated from the registry."""
+    lines = ["| law | pillar | claim | tolerance | source |", "|---|---|---|---|---|"]
+    for law_id, law in LAWS.items():
+        cells = [f"`{law_id}`", law.pillar, law.claim, law.tolerance_note, law.citation]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _cmd_list(markdown: bool) -> int:
+    if markdown:
+        print(catalogue_markdown())
+        return 0
     width = max(len(i) for i in LAWS)
     for law_id, law in LAWS.items():
         print(f"{law_id:<{width}}  [{law.pillar}]  {law.title}")
@@ -127,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
-            return _cmd_list()
+            return _cmd_list(args.markdown)
         if args.command == "check":
             return _cmd_check(args)
         if args.command == "run":

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
 from ..systems.networks import build_model
