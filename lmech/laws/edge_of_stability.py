@@ -14,7 +14,7 @@ from .registry import register
 # scale -> (n_train, steps, learning rates, sharpness every k steps)
 _SETTINGS = {
     "quick": (500, 2500, (0.1, 0.15, 0.2), 20),
-    "full": (1000, 6000, (0.05, 0.08, 0.12, 0.16, 0.2), 10),
+    "full": (1000, 6000, (0.07, 0.1, 0.13, 0.16, 0.2), 10),
 }
 _ARCH = MLP(width=100, depth=2, activation="tanh")  # 64-100-100-10: 17,710 parameters
 _INIT_SCALE = 0.5  # starts the sharpness (about 5) well below every 2/eta, so sharpening is visible
