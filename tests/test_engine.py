@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lmech import (MLP, DeepLinear, Digits, GradNorm, LearningRule, Loss, Schedule, SingularValues, System, Task,
-                   TeacherStudent, WeightChange, WhitenedLinear, train)
+                   TeacherStudent, WhitenedLinear, train)
 from lmech.engine.trainer import _batches
 
 
@@ -14,7 +14,8 @@ def _digits_system(**rule):
 
 
 def test_same_seed_same_metrics():
-    probes = lambda: [Loss(Schedule(every=5)), Loss(Schedule(every=10), split="test"), GradNorm(Schedule(every=10))]
+    def probes():
+        return [Loss(Schedule(every=5)), Loss(Schedule(every=10), split="test"), GradNorm(Schedule(every=10))]
     system = _digits_system(optimizer="sgd", batch_size=16)
     a, b = train(system, probes()), train(system, probes())
     assert a.records == b.records and len(a.records) > 10

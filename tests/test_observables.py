@@ -45,9 +45,9 @@ def test_balancedness_changes_by_exactly_eta_squared_gradient_terms():
     g = _gd_step(net, x, y, lr)
     after = balancedness(net)
     gs = [g[f"layers.{i}.weight"] for i in range(3)]
-    for l in range(2):
-        expected = lr ** 2 * (gs[l + 1].T @ gs[l + 1] - gs[l] @ gs[l].T)
-        torch.testing.assert_close(after[l] - before[l], expected, rtol=1e-9, atol=1e-13)
+    for k in range(2):
+        expected = lr ** 2 * (gs[k + 1].T @ gs[k + 1] - gs[k] @ gs[k].T)
+        torch.testing.assert_close(after[k] - before[k], expected, rtol=1e-9, atol=1e-13)
 
 
 def test_neuron_balance_changes_by_exactly_eta_squared_gradient_terms():
@@ -57,10 +57,10 @@ def test_neuron_balance_changes_by_exactly_eta_squared_gradient_terms():
     lr = 0.05
     g = _gd_step(net, x, y, lr)
     after = neuron_balance(net)
-    for l in range(2):
-        g_in = g[f"layers.{l}.weight"].pow(2).sum(1) + g[f"layers.{l}.bias"].pow(2)
-        g_out = g[f"layers.{l + 1}.weight"].pow(2).sum(0)
-        torch.testing.assert_close(after[l] - before[l], lr ** 2 * (g_in - g_out), rtol=1e-9, atol=1e-14)
+    for k in range(2):
+        g_in = g[f"layers.{k}.weight"].pow(2).sum(1) + g[f"layers.{k}.bias"].pow(2)
+        g_out = g[f"layers.{k + 1}.weight"].pow(2).sum(0)
+        torch.testing.assert_close(after[k] - before[k], lr ** 2 * (g_in - g_out), rtol=1e-9, atol=1e-14)
 
 
 def test_neuron_balance_is_invariant_under_the_symmetry_it_comes_from():

@@ -87,7 +87,8 @@ class DLNSaxeModes(Law):
                 measured_t_half.append(t_meas)
                 predicted_t_half.append(t_pred)
                 rel = abs(t_meas / t_pred - 1) if np.isfinite(t_meas) else float("inf")
-                checks.append(Check(f"{label} s={s:g}: half-time {t_meas:.3f} vs {t_pred:.3f}", rel, f"<= {_HALF_TIME_TOL:.0%} relative", rel <= _HALF_TIME_TOL))
+                checks.append(Check(f"{label} s={s:g}: half-time {t_meas:.3f} vs {t_pred:.3f}", rel,
+                                    f"<= {_HALF_TIME_TOL:.0%} relative", rel <= _HALF_TIME_TOL))
             order_ok = bool(np.all(np.diff(measured_t_half) > 0))
             checks.append(Check(f"{label}: modes learned in order of decreasing s", float(order_ok), "== 1", order_ok))
             panels.append(panel)

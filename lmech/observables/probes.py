@@ -9,7 +9,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
 
 from ..engine.schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int

@@ -35,8 +35,8 @@ class Dataset:
 
 
 def _check_split(name: str, n_train: int, n_test: int, available: int | None = None) -> None:
-    positive_int(f"data.n_train", n_train)
-    positive_int(f"data.n_test", n_test, minimum=0)
+    positive_int("data.n_train", n_train)
+    positive_int("data.n_test", n_test, minimum=0)
     if available is not None and n_train + n_test > available:
         raise ConfigError(
             f"data.n_train + data.n_test = {n_train + n_test} exceeds the {available} samples of {name}; "
