@@ -24,7 +24,15 @@ DB_NAME, REPORT_NAME = "lmech.db", "report.html"
 
 
 def _err(message: str) -> None:
+    if sys.stderr.isatty():
+        message = "\r\033[K" + message  # overwrite the step ticker
     print(message, file=sys.stderr, flush=True)
+
+
+def _ticker(label: str, step: int, total: int) -> None:
+    """Live step counter on a terminal; silent when stderr is a file or pipe."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K  {label}: step {step}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +94,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out = Path(args.out)
     start = time.perf_counter()
     with Store(out / DB_NAME) as store:
-        verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, progress=_err)
+        verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, progress=_err,
+                         step_progress=_ticker)
         report = write_report([Verdict.from_dict(d) for d in store.verdicts()], out / REPORT_NAME)
     print(_table(verdicts))
     print(f"\n{sum(v.status == PASS for v in verdicts)}/{len(verdicts)} laws pass in {time.perf_counter() - start:.0f}s; "
@@ -107,7 +116,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
               else [Loss(every), Loss(every, split="test")])
     with Store(Path(args.out) / DB_NAME) as store:
         result = run_experiment(Experiment(system.id, system, probes), store, force=args.force, device=args.device,
-                                progress=_err)
+                                progress=_err, step_progress=_ticker)
     print(f"run {result.run_id} (system {system.id}): {result.outcome}"
           + (f" at step {result.diverged_step}" if result.diverged_step is not None else ""))
     for name in result.names():
