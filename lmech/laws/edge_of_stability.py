@@ -21,6 +21,7 @@ _INIT_SCALE = 0.5  # starts the sharpness (about 5) well below every 2/eta, so s
 _FINAL_FRACTION = 0.5
 _TOL = 0.10
 _REACHED = 0.95
+_START_BELOW = 0.9
 
 
 @register
@@ -34,8 +35,9 @@ class EdgeOfStability(Law):
     citation = ("Cohen, Kaur, Li, Kolter & Talwalkar 2021, arXiv:2103.00065; "
                 "Damian, Nichani & Lee 2023, arXiv:2209.15594")
     regime = ("Full batch, MSE with the 1/(2n) sum-over-outputs reduction (the loss the 2/eta threshold refers to), "
-              "and progressive sharpening reaching 2/eta before the final part of training begins; otherwise "
-              "the verdict is out-of-regime, not fail.")
+              f"initial sharpness below {_START_BELOW:g} x 2/eta (sharpening, not an initial catapult), and "
+              "progressive sharpening reaching 2/eta before the final part of training begins; otherwise the "
+              "verdict is out-of-regime, not fail.")
     tolerance_note = (f"Median sharpness over the final {_FINAL_FRACTION:.0%} of steps within {_TOL:.0%} of 2/eta, "
                       "for every step size. The self-stabilization picture (Damian et al. 2023) puts the hover at "
                       "2/eta plus an oscillation of a few percent, which the median absorbs.")
@@ -66,10 +68,13 @@ class EdgeOfStability(Law):
             sharp_panel.series.append(Series.of(f"2/eta = {threshold:.3g}", [0, total], [threshold, threshold], "reference", label))
             loss_panel.series.append(Series.of(label, *run.series("loss/train"), "measured", label))
             final = steps >= (1 - _FINAL_FRACTION) * total
+            starts_below = bool(sharp[0] < _START_BELOW * threshold)
+            checks.append(Check(f"{label}: initial S / (2/eta)", float(sharp[0] / threshold), f"< {_START_BELOW:g} (regime: sharpening, "
+                                "not an initial catapult)", starts_below))
             hits = np.nonzero(sharp >= _REACHED * threshold)[0]
             first = int(steps[hits[0]]) if len(hits) else None
             in_regime = first is not None and first < (1 - _FINAL_FRACTION) * total
-            reached &= in_regime
+            reached &= in_regime and starts_below
             checks.append(Check(f"{label}: S first reaches {_REACHED:g} x 2/eta at step", float(first if first is not None else np.nan),
                                 f"< {int((1 - _FINAL_FRACTION) * total)} (regime)", in_regime))
             ratio = float(np.median(sharp[final]) / threshold)
