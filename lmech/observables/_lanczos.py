@@ -1,8 +1,44 @@
-"""Lanczos with full reorthogonalization for the top-k algebraic eigenpairs of a symmetric operator."""
+"""Top-k algebraic eigenpairs of a symmetric operator: Lanczos with full reorthogonalization, warm-startable.
+
+The method is Rayleigh-Ritz on a growing orthonormal basis ``Q`` whose products ``H Q`` are kept.
+The basis starts from a random vector, or from the rows of ``v0`` (a *block*: for a warm start,
+the previous top-``k`` Ritz vectors and a guard vector, the previous (k+1)-th Ritz vector). Each
+step adds one direction, orthogonalized twice against ``Q`` (full reorthogonalization, Parlett's
+"twice is enough"): ``H q_n`` while a random start builds its first vectors, then the residual
+``H y - theta y`` of one Ritz pair. From a single start vector the two agree (every Ritz residual
+of a Krylov space is parallel to the next Lanczos vector), so the basis is the Lanczos basis
+(Lanczos 1950); from a block it is span(block) plus residual directions.
+
+Error estimate, for the Ritz pairs ``(theta_i, y_i)`` in descending order with residual norms
+``r_i = ||H y_i - theta_i y_i||`` (computed from the kept products, not estimated):
+
+* ``theta_i <= lambda_i`` (Poincare separation / Cauchy interlacing: Ritz values from any subspace
+  are lower bounds of the top eigenvalues), and some eigenvalue lies within ``r_i`` of ``theta_i``
+  (Bauer-Fike for symmetric matrices).
+* Kato-Temple (Kato 1949, J. Phys. Soc. Japan 4:334; Temple 1928, Proc. R. Soc. A 119:276): if
+  ``lambda_i`` is the only eigenvalue of ``H`` in ``(a_i, theta_{i-1})`` (``theta_0 = inf``) and
+  ``a_i < theta_i``, then ``0 <= lambda_i - theta_i <= r_i^2 / (theta_i - a_i)``.
+
+Stopping rule: ``e_i <= tol * |theta_i|`` for the top ``k`` pairs, with ``e_i`` as follows (rounding
+errors of the products are not included).
+
+* Random start: ``e_i = r_i``, checked once the basis has ARPACK's default size ``max(2k + 1, 20)``
+  (scipy's ``eigsh`` ``ncv``). The residual bound says that *some* eigenvalue is within ``r_i``;
+  the minimum size guards against the early Krylov space holding a converged pair for ``lambda_2``
+  while ``lambda_1`` (a small gap above it, a small start component) has not emerged yet.
+* Warm start from at least ``k + 1`` vectors (a previous result's :attr:`EigenResult.warm_block`):
+  ``e_i = r_i^2 / (theta_i - a_i)`` with ``a_i = theta_{i+1} + r_{i+1}`` (the next Ritz value plus
+  its residual radius) when ``r_i < theta_i - a_i``, else ``r_i``; so ``e_i <= r_i``. It bounds
+  ``lambda_i - theta_i`` provided no eigenvalue was missed above ``a_i`` (``lambda_{i+1} <= a_i``),
+  which no Krylov method can certify: the guard vector keeps ``theta_{k+1}`` on ``lambda_{k+1}``, so
+  two nearly equal top eigenvalues that cross are both in the basis, but an eigenvalue that rises
+  past the guard between two calls can be missed (as it can by any warm start).
+* Any other start (fewer than ``k + 1`` vectors, no guard): ``e_i = r_i``.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,8 +48,12 @@ import torch
 class EigenResult:
     """Top-k eigenpairs found by :func:`lanczos_top`, in descending order of eigenvalue.
 
-    ``residuals[i] = ||A u_i - values[i] u_i||``. For symmetric ``A`` an eigenvalue lies within
-    ``residuals[i]`` of ``values[i]`` (Bauer-Fike), so ``residual / |value|`` bounds the relative error.
+    ``residuals[i] = ||A u_i - values[i] u_i||`` (computed, not estimated): some eigenvalue lies
+    within it of ``values[i]`` (Bauer-Fike). ``errors[i]`` is the Kato-Temple error estimate that
+    the stopping rule compares with ``tol * |values[i]|`` (see the module docstring; ``<= residuals``).
+    ``values[i]`` is a lower bound of the i-th eigenvalue (interlacing, in exact arithmetic).
+    ``guard_values`` and ``guard_vectors`` hold the next Ritz pair (not converged), kept to
+    warm-start the next call.
     """
 
     values: np.ndarray
@@ -21,70 +61,160 @@ class EigenResult:
     residuals: np.ndarray
     matvecs: int
     converged: bool
+    errors: np.ndarray | None = None
+    guard_values: np.ndarray | None = field(default=None, repr=False)
+    guard_vectors: torch.Tensor | None = field(default=None, repr=False)
 
     def __float__(self) -> float:
         return float(self.values[0])
 
     def __repr__(self) -> str:
         vals = np.array2string(self.values, precision=6)
-        return f"EigenResult(values={vals}, max_rel_residual={self.relative_residual:.1e}, matvecs={self.matvecs}, converged={self.converged})"
+        return (f"EigenResult(values={vals}, max_rel_error={self.relative_error:.1e}, "
+                f"max_rel_residual={self.relative_residual:.1e}, matvecs={self.matvecs}, converged={self.converged})")
 
     @property
     def relative_residual(self) -> float:
         return float(np.max(self.residuals / np.maximum(np.abs(self.values), np.finfo(float).tiny)))
 
+    @property
+    def relative_error(self) -> float:
+        """Largest ``errors[i] / |values[i]|``: the estimated relative eigenvalue error."""
+        errors = self.residuals if self.errors is None else self.errors
+        return float(np.max(errors / np.maximum(np.abs(self.values), np.finfo(float).tiny)))
+
+    @property
+    def warm_block(self) -> torch.Tensor:
+        """Rows to warm-start the next call: the top-k Ritz vectors, then the guard vectors."""
+        if self.guard_vectors is None or len(self.guard_vectors) == 0:
+            return self.vectors
+        return torch.cat([self.vectors, self.guard_vectors.to(self.vectors)])
+
+
+class _Rows:
+    """A growable ``(n, dim)`` buffer of rows (capacity doubles, so stacking stays linear in n)."""
+
+    def __init__(self, dim: int, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.data = torch.empty(max(capacity, 1), dim, dtype=dtype, device=device)
+        self.n = 0
+
+    def append(self, row: torch.Tensor) -> None:
+        if self.n == len(self.data):
+            grown = torch.empty(2 * len(self.data), self.data.shape[1], dtype=self.data.dtype, device=self.data.device)
+            grown[: self.n] = self.data
+            self.data = grown
+        self.data[self.n] = row
+        self.n += 1
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self.data[: self.n]
+
+
+def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    for _ in range(2):  # classical Gram-Schmidt twice ("twice is enough")
+        w = w - basis.T @ (basis @ w)
+    return w
+
+
+def error_estimates(theta: np.ndarray, res: np.ndarray, k: int, use_gap: bool) -> np.ndarray:
+    """``e_i = r_i^2 / (theta_i - theta_{i+1} - r_{i+1})`` where that gap exceeds ``r_i``, else ``r_i`` (i < k).
+
+    ``theta`` and ``res`` hold at least ``k + 1`` pairs when ``use_gap``; otherwise ``e_i = r_i``.
+    """
+    top = min(k, len(theta))
+    if not use_gap or len(theta) <= top:
+        return res[:top].copy()
+    gap = theta[:top] - theta[1: top + 1] - res[1: top + 1]
+    quad = res[:top] ** 2 / np.where(gap > 0, gap, np.inf)
+    return np.where(res[:top] < gap, np.minimum(res[:top], quad), res[:top])
+
 
 def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int, *, v0: torch.Tensor | None,
                 tol: float, max_matvecs: int, dtype: torch.dtype, device: torch.device,
-                generator: torch.Generator | None = None) -> EigenResult:
-    """Top ``k`` eigenpairs of the symmetric operator ``matvec`` on ``R^dim``.
+                generator: torch.Generator | None = None, guard: int = 1) -> EigenResult:
+    """Top ``k`` eigenpairs of the symmetric operator ``matvec`` on ``R^dim`` (see the module docstring).
 
-    Stops when every one of the top ``k`` Ritz pairs has relative residual ``<= tol`` (residual
-    estimated as ``beta_j |e_j^T s_i|``), after ``max_matvecs`` products, or on an invariant subspace.
-    ``v0`` (a vector, or rows to be summed) is the starting vector: pass previous eigenvectors to warm start.
+    Stops when every one of the top ``k`` Ritz pairs has estimated relative error
+    ``errors[i] / |values[i]| <= tol``, after ``max_matvecs`` products, or on an invariant subspace.
+    ``v0`` is a start vector, or a block of rows that all enter the basis first (one product each),
+    typically :attr:`EigenResult.warm_block` of a previous call; ``None`` draws a random vector from
+    ``generator``. ``guard`` Ritz pairs beyond ``k`` are tracked for the gap estimate and returned
+    for warm starts.
     """
     if k < 1 or k > dim:
         raise ValueError(f"k={k} must be between 1 and the number of parameters ({dim})")
+    if max_matvecs < 1:
+        raise ValueError(f"max_matvecs={max_matvecs} must be at least 1")
     max_matvecs = min(max_matvecs, dim)
     if v0 is None:
-        q = torch.randn(dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+        block = torch.randn(1, dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
     else:
-        q = (v0.reshape(-1, dim).sum(0) if v0.ndim > 1 else v0).to(device=device, dtype=dtype).clone()
-    q = q / q.norm()
-    basis = torch.empty(max_matvecs, dim, dtype=dtype, device=device)
-    alphas: list[float] = []
-    betas: list[float] = []
-    theta = s = None
-    residuals = np.full(k, np.inf)
-    for j in range(max_matvecs):
-        basis[j] = q
-        w = matvec(q)
-        alpha = torch.dot(q, w)
-        w = w - alpha * q - (betas[-1] * basis[j - 1] if j > 0 else 0.0)
-        for _ in range(2):  # full reorthogonalization, twice is enough (Parlett's "twice is enough")
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta = float(w.norm())
-        alphas.append(float(alpha))
-        theta, s = _ritz(alphas, betas)
-        top = min(k, j + 1)
-        residuals = np.abs(beta * s[-1, :top])
-        done = j + 1 >= k and np.all(residuals <= tol * np.abs(theta[:top]))
-        if done or beta <= 1e-12 * max(abs(theta[0]), 1e-300) or j + 1 == max_matvecs:
+        block = v0.reshape(-1, dim).to(device=device, dtype=dtype)[:max_matvecs]
+    # The quadratic (gap) estimate needs a guard: a warm-start block of at least k + 1 rows.
+    use_gap = guard > 0 and v0 is not None and len(block) >= k + 1
+    m = min(k + guard, dim)  # Ritz pairs tracked
+    # A random start builds at least ARPACK's default number of Lanczos vectors, max(2k + 1, 20)
+    # (scipy.sparse.linalg.eigsh's ncv), before it may stop: with a small gap below lambda_1 an early
+    # Krylov space can hold a converged Ritz pair for lambda_2 while lambda_1 has not emerged yet.
+    min_basis = min(max(2 * k + 1, 20), max_matvecs) if v0 is None else 1
+    basis = _Rows(dim, min(max_matvecs, 32), dtype, device)
+    products = _Rows(dim, min(max_matvecs, 32), dtype, device)
+    t = np.zeros((0, 0))
+    drop = float(torch.finfo(dtype).eps) ** 0.5  # a direction this much smaller after orthogonalization is rounding
+
+    def add(w: torch.Tensor) -> bool:
+        nonlocal t
+        norm0 = float(w.norm())
+        if basis.n:
+            w = _orthogonalize(w, basis.rows)
+        norm = float(w.norm())
+        if not np.isfinite(norm) or norm <= drop * norm0:
+            return False
+        basis.append(w / norm)
+        products.append(matvec(basis.rows[-1]))
+        j = basis.n - 1
+        if j >= len(t):
+            t = np.pad(t, (0, max(len(t), 8)))
+        col = (basis.rows @ products.rows[j]).double().cpu().numpy()
+        t[: j + 1, j] = col
+        t[j, : j + 1] = col
+        return True
+
+    for row in block:
+        add(row)
+    if basis.n == 0:
+        raise ValueError("v0 has no nonzero row to start from")
+    while True:
+        n = basis.n
+        if n < min_basis and add(products.rows[-1]):
+            continue  # plain Lanczos steps (from a single start vector, span{Q, H q_n} holds every Ritz residual)
+        theta, s = np.linalg.eigh(t[:n, :n])
+        order = np.argsort(theta)[::-1]
+        theta, s = theta[order], s[:, order]
+        mm = min(m, n)
+        coef = torch.as_tensor(s[:, :mm].T.copy(), dtype=dtype, device=device)
+        ritz = coef @ basis.rows
+        resid = coef @ products.rows - torch.as_tensor(theta[:mm, None], dtype=dtype, device=device) * ritz
+        res = resid.norm(dim=1).double().cpu().numpy()
+        top = min(k, n)
+        errors = error_estimates(theta[:mm], res, k, use_gap)
+        scale = np.maximum(np.abs(theta[:top]), np.finfo(float).tiny)
+        converged = bool(n >= k and np.all(errors <= tol * scale))
+        if (converged and n >= min_basis) or n >= max_matvecs:
             break
-        betas.append(beta)
-        q = w / beta
-    top = min(k, len(alphas))
-    vectors = torch.as_tensor(s[:, :top].T, dtype=dtype, device=device) @ basis[: len(alphas)]
-    converged = bool(len(alphas) >= k and np.all(residuals <= tol * np.abs(theta[:top])))
-    return EigenResult(theta[:top].copy(), vectors, residuals, len(alphas), converged)
-
-
-def _ritz(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs of the Lanczos tridiagonal matrix, sorted by descending eigenvalue."""
-    t = np.diag(alphas)
-    if betas:
-        off = np.array(betas[: len(alphas) - 1])
-        t += np.diag(off, 1) + np.diag(off, -1)
-    vals, vecs = np.linalg.eigh(t)
-    order = np.argsort(vals)[::-1]
-    return vals[order], vecs[:, order]
+        # Expand with the residual of the top-k pair worst off; when its gap estimate is unusable and the
+        # next pair's residual is the larger one, refine that pair instead (its residual sets the gap).
+        i = int(np.argmax(errors / scale))
+        if use_gap and i + 1 < mm and res[i] >= theta[i] - theta[i + 1] - res[i + 1] and res[i + 1] > res[i]:
+            i += 1
+        # If that residual lies in the basis to working precision, try the other pairs' residuals, then a
+        # random direction (a restart: the basis may be an invariant subspace that misses eigenvectors).
+        others = [j for j in np.argsort(res)[::-1] if j != i]
+        candidates = [resid[i]] + [resid[j] for j in others]
+        if not any(add(w) for w in candidates):
+            fresh = torch.randn(dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+            if not add(fresh):
+                break
+    return EigenResult(theta[:top].copy(), ritz[:top].clone(), res[:top].copy(), basis.n, converged, errors.copy(),
+                       theta[top:mm].copy(), ritz[top:mm].clone())

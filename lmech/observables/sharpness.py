@@ -16,14 +16,20 @@ def sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tenso
 
     ``S = lambda_max(H)`` is the sharpness of Cohen et al. (2021, arXiv:2103.00065): GD with step
     ``eta`` is linearly stable along the top direction iff ``S < 2 / eta``. Lanczos with full
-    reorthogonalization stops when each pair's relative residual ``||H u - lambda u|| / |lambda|``
-    is at most ``tol`` (which bounds the relative eigenvalue error) or after ``max_matvecs``
-    Hessian-vector products; the result reports residuals, the product count and ``converged``.
-    ``warm_start`` (a previous result or vectors) starts Lanczos from the previous eigenvectors,
-    which makes tracking along a trajectory cheap; see :class:`SharpnessTracker`.
+    reorthogonalization (:func:`~lmech.observables._lanczos.lanczos_top`) stops when each pair's
+    estimated relative eigenvalue error is at most ``tol``, or after ``max_matvecs`` Hessian-vector
+    products. The estimate is the Kato-Temple bound ``r^2 / gap`` (``r = ||H u - lambda u||``, the gap
+    to the next Ritz value less that value's residual) where it is smaller than ``r``, else ``r``; it
+    bounds the error unless Lanczos has missed an eigenvalue (see the ``_lanczos`` module docstring).
+    ``values`` are lower bounds of the top eigenvalues (in exact arithmetic); the result also reports
+    ``residuals`` (some eigenvalue lies within each), ``errors``, the product count and ``converged``.
+    ``warm_start`` starts from a previous result's eigenvectors and its guard vector
+    (:attr:`EigenResult.warm_block`, ``k + 1`` products up front) or from given vectors (rows of a
+    tensor; fewer than ``k + 1`` rows carry no guard and use the residual bound ``r`` as the estimate).
+    Tracking along a trajectory this way is cheap; see :class:`SharpnessTracker`.
     """
     op = HessianOperator(model, loss_fn, x, y)
-    v0 = warm_start.vectors if isinstance(warm_start, EigenResult) else warm_start
+    v0 = warm_start.warm_block if isinstance(warm_start, EigenResult) else warm_start
     gen = torch.Generator().manual_seed(seed)
     return lanczos_top(op.matvec, op.dim, k, v0=v0, tol=tol, max_matvecs=max_matvecs, dtype=op.dtype,
                        device=op.device, generator=gen)
@@ -31,6 +37,9 @@ def sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tenso
 
 class SharpnessTracker:
     """Warm-started :func:`sharpness` along a training run; counts Hessian-vector products per call.
+
+    Each call starts from the previous call's top-``k`` Ritz vectors and guard vector, so a call
+    costs at least ``k + 1`` products and usually a few more.
 
     >>> tracker = SharpnessTracker(k=1)
     >>> for step in range(steps):
