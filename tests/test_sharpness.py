@@ -135,3 +135,8 @@ def test_warm_tracker_is_cheaper_and_stays_accurate(reference):
     assert second.converged and second.matvecs < first.matvecs
     assert 0 <= lam1 - second.values[0] <= max(second.errors[0], 1e-12) <= 1e-4 * lam1
     assert tracker.calls == 2 and tracker.matvecs == first.matvecs + second.matvecs
+
+
+def test_dense_hessian_matches_hand_written_reference(reference):
+    model, x, y, _, hess, *_ = reference
+    torch.testing.assert_close(HessianOperator(model, half_mse, x, y).dense(), hess, rtol=1e-10, atol=1e-12)

@@ -40,10 +40,6 @@ class HessianOperator:
     def device(self) -> torch.device:
         return self.flat.vector.device
 
-    def gradient(self) -> torch.Tensor:
-        """The flat gradient at the current parameters."""
-        return grad(self._loss)(self.flat.vector)
-
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         self.matvecs += 1
         if self.method == "fwd-rev":
