@@ -52,8 +52,7 @@ class EigenResult:
     within it of ``values[i]`` (Bauer-Fike). ``errors[i]`` is the Kato-Temple error estimate that
     the stopping rule compares with ``tol * |values[i]|`` (see the module docstring; ``<= residuals``).
     ``values[i]`` is a lower bound of the i-th eigenvalue (interlacing, in exact arithmetic).
-    ``guard_values`` and ``guard_vectors`` hold the next Ritz pair (not converged), kept to
-    warm-start the next call.
+    ``guard_vectors`` hold the next Ritz vector (not converged), kept to warm-start the next call.
     """
 
     values: np.ndarray
@@ -61,9 +60,8 @@ class EigenResult:
     residuals: np.ndarray
     matvecs: int
     converged: bool
-    errors: np.ndarray | None = None
-    guard_values: np.ndarray | None = field(default=None, repr=False)
-    guard_vectors: torch.Tensor | None = field(default=None, repr=False)
+    errors: np.ndarray
+    guard_vectors: torch.Tensor = field(repr=False)
 
     def __float__(self) -> float:
         return float(self.values[0])
@@ -80,15 +78,12 @@ class EigenResult:
     @property
     def relative_error(self) -> float:
         """Largest ``errors[i] / |values[i]|``: the estimated relative eigenvalue error."""
-        errors = self.residuals if self.errors is None else self.errors
-        return float(np.max(errors / np.maximum(np.abs(self.values), np.finfo(float).tiny)))
+        return float(np.max(self.errors / np.maximum(np.abs(self.values), np.finfo(float).tiny)))
 
     @property
     def warm_block(self) -> torch.Tensor:
         """Rows to warm-start the next call: the top-k Ritz vectors, then the guard vectors."""
-        if self.guard_vectors is None or len(self.guard_vectors) == 0:
-            return self.vectors
-        return torch.cat([self.vectors, self.guard_vectors.to(self.vectors)])
+        return torch.cat([self.vectors, self.guard_vectors])
 
 
 class _Rows:
@@ -217,4 +212,4 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int
             if not add(fresh):
                 break
     return EigenResult(theta[:top].copy(), ritz[:top].clone(), res[:top].copy(), basis.n, converged, errors.copy(),
-                       theta[top:mm].copy(), ritz[top:mm].clone())
+                       ritz[top:mm].clone())
