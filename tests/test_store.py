@@ -99,3 +99,21 @@ def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, s
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stderr.count("reused stored run") >= stored
+
+
+def test_array_records_round_trip_and_init_only_runs(tmp_path):
+    import numpy as np
+
+    from lmech import Outputs, Parameters
+
+    system = System(MLP(width=8), Digits(n_train=12, n_test=5, target="parity"), Task("mse"), LearningRule(lr=0.1, steps=0))
+    result = train(system, [Outputs(Schedule(every=1)), Parameters(Schedule(every=1), names=("layers.0.weight",))])
+    assert result.records == [] and {n for _, n, _ in result.arrays} == {"output/train", "output/test", "param/layers.0.weight"}
+    with Store(tmp_path / "s.db") as store:
+        store.save_run(result)
+        back = store.load_run(result.run_id)
+    for name in ("output/train", "output/test", "param/layers.0.weight"):
+        np.testing.assert_array_equal(back.array(name, 0), result.array(name))
+    assert back.array("output/train").shape == (12, 1) and back.array("output/test").shape == (5, 1)
+    with pytest.raises(KeyError, match="output/valid"):
+        back.array("output/valid")

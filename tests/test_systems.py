@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmech import MLP, MNIST1D, DeepLinear, Digits, LearningRule, System, Task, TeacherStudent, WhitenedLinear
+from lmech import MLP, MNIST1D, DeepLinear, Digits, LearningRule, MultiIndex, System, Task, TeacherStudent, WhitenedLinear
 from lmech.systems import ConfigError
 
 
@@ -96,3 +96,37 @@ def test_teacher_student_labels_follow_teacher():
     d = TeacherStudent(d_in=2, teacher_width=3, n_train=20, n_test=0).load()
     w, a = d.info["teacher_w"], d.info["teacher_a"]
     np.testing.assert_allclose(d.y_train[:, 0], np.maximum(d.x_train @ w.T, 0) @ a, rtol=1e-12)
+
+
+def test_digits_parity_and_multi_index_targets():
+    from sklearn.datasets import load_digits
+
+    d = Digits(n_train=300, n_test=100, target="parity").load()
+    assert d.n_classes is None and d.y_train.shape == (300, 1) and set(np.unique(d.y_train)) == {-1.0, 1.0}
+    labels = {tuple(x): t for x, t in zip(load_digits().data / 16.0, load_digits().target)}
+    expected = [1.0 if labels[tuple(x)] % 2 == 0 else -1.0 for x in d.x_train[:50]]
+    np.testing.assert_array_equal(d.y_train[:50, 0], expected)
+    m = MultiIndex(d_in=10, target="z1*z2+z1^2", n_train=200, n_test=10).load()
+    z = m.x_train @ m.info["U"]
+    np.testing.assert_allclose(m.info["U"].T @ m.info["U"], np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(m.y_train[:, 0], z[:, 0] * z[:, 1] + z[:, 0] ** 2, rtol=1e-12)
+    with pytest.raises(ValueError, match="data.target"):
+        MultiIndex(target="z3")
+
+
+def test_symmetric_init_starts_at_zero_output_and_keeps_weight_statistics():
+    import torch
+
+    from lmech.systems.networks import build_model
+
+    data = TeacherStudent(n_train=50, n_test=0).load()
+    arch = MLP(width=40, depth=2, activation="relu", bias=True)
+    sym = build_model(arch, data, init="symmetric", init_scale=1.0, seed=3, dtype=torch.float64)
+    normal = build_model(arch, data, init="normal", init_scale=1.0, seed=3, dtype=torch.float64)
+    with torch.no_grad():
+        out, out_normal = sym(torch.as_tensor(data.x_train)), normal(torch.as_tensor(data.x_train))
+    assert float(out.abs().max()) < 1e-12 and float(out_normal.abs().max()) > 0.1
+    torch.testing.assert_close(sym.layers[0].weight, normal.layers[0].weight)  # only the last two layers are paired
+    torch.testing.assert_close(sym.layers[1].weight[20:], sym.layers[1].weight[:20])
+    with pytest.raises(ValueError, match="even architecture.width"):
+        build_model(MLP(width=7), data, init="symmetric", init_scale=1.0, seed=0, dtype=torch.float64)

@@ -12,6 +12,7 @@ COMPLETED, DIVERGED = "completed", "diverged"
 class RunResult:
     """Metrics as ``(step, name, value)`` records; ``outcome`` is ``"completed"`` or ``"diverged"``.
 
+    ``arrays`` holds array-valued measurements (kernels, network outputs) as ``(step, name, array)``.
     A diverged run (non-finite training loss at ``diverged_step``) keeps every measurement before it.
     """
 
@@ -23,6 +24,7 @@ class RunResult:
     diverged_step: int | None = None
     wall_time: float = 0.0
     versions: dict = field(default_factory=dict)
+    arrays: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return sorted({name for _, name, _ in self.records})
@@ -37,3 +39,18 @@ class RunResult:
 
     def last(self, name: str) -> float:
         return float(self.series(name)[1][-1])
+
+    def array(self, name: str, step: int | None = None) -> np.ndarray:
+        """The array ``name`` measured at ``step`` (the last measured one when ``step`` is None)."""
+        rows = sorted(((s, a) for s, n, a in self.arrays if n == name and (step is None or s == step)), key=lambda r: r[0])
+        if not rows:
+            names = sorted({n for _, n, _ in self.arrays})
+            raise KeyError(f"array {name!r} was not recorded at step {step}; recorded arrays: {names}")
+        return rows[-1][1]
+
+    def array_series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, stacked arrays)`` of one array-valued measurement, ordered by step."""
+        rows = sorted(((s, a) for s, n, a in self.arrays if n == name), key=lambda r: r[0])
+        if not rows:
+            raise KeyError(f"array {name!r} was not recorded")
+        return np.array([s for s, _ in rows]), np.stack([a for _, a in rows])

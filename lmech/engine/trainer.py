@@ -88,7 +88,7 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
         state.step = step
         for probe, steps in zip(probes, when):
             if step in steps:
-                result.records.extend((step, k, v) for k, v in probe.measure(state).items())
+                _record(result, step, probe.measure(state))
         if step == rule.steps:
             break
         idx = next_batch()
@@ -106,6 +106,16 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
         result.outcome = _finite_outcome(result)
     result.wall_time = time.perf_counter() - start
     return result
+
+
+def _record(result: RunResult, step: int, values: dict) -> None:
+    """Scalars go to ``records``; arrays and tensors (kernels, outputs) to ``arrays`` as float64 numpy."""
+    for name, value in values.items():
+        if isinstance(value, (np.ndarray, torch.Tensor)) and np.ndim(value) > 0:
+            array = value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, float)
+            result.arrays.append((step, name, array))
+        else:
+            result.records.append((step, name, float(value)))
 
 
 def _finite_outcome(result: RunResult) -> str:

@@ -1,5 +1,5 @@
 """Laws: executable claims of learning mechanics, and the atlas that registers them."""
-from . import conservation_laws, dln_saxe_modes, edge_of_stability  # noqa: F401  (registration)
+from . import conservation_laws, dln_saxe_modes, edge_of_stability, feature_ansatz, lazy_rich  # noqa: F401  (registration)
 from .base import DIVERGED, FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Check, Experiment, Law, Panel, Series, Verdict
 from .registry import LAWS, get_law, register
 

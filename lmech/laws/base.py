@@ -126,5 +126,11 @@ class Law:
                        {label: r.system for label, r in runs.items()}, {label: r.run_id for label, r in runs.items()}, meta)
 
 
+def loglog_fit(x: Any, y: Any) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of ``log y`` against ``log x``: a power law's exponent and prefactor."""
+    slope, intercept = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
+    return float(slope), float(intercept)
+
+
 def status_from(checks: list[Check]) -> str:
     return PASS if all(c.ok for c in checks) else FAIL

@@ -10,10 +10,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 
+import numpy as np
+import torch
+
 from ..engine.schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
+from .features import agop, nfa_scores, readout_kernel
 from .linear_net import end_to_end_singular_values
+from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .sharpness import SharpnessTracker
 from .weights import weight_change
@@ -31,7 +36,8 @@ class Probe:
     schedule: Schedule = field(default=EVERY_STEP)
     name: ClassVar[str] = ""
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: "TrainState") -> dict[str, float | np.ndarray | torch.Tensor]:
+        """Named scalars (tidy metrics) and/or arrays (kernels, outputs: stored as array records)."""
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -154,7 +160,98 @@ class Sharpness(Probe):
         return out
 
 
-PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness)}
+@dataclass
+class Outputs(Probe):
+    """Arrays ``output/train`` and ``output/test``: the network's outputs on the first ``points``
+    inputs of each split (all if ``None``), for comparing a run with a predicted function."""
+
+    points: int | None = None
+    name: ClassVar[str] = "outputs"
+
+    def __post_init__(self) -> None:
+        if self.points is not None:
+            positive_int("probe.points", self.points)
+
+    @torch.no_grad()
+    def measure(self, state: "TrainState") -> dict[str, np.ndarray]:
+        out = {}
+        for split, x in (("train", state.x_train), ("test", state.x_test)):
+            if len(x):
+                out[f"output/{split}"] = state.model(x[:self.points]).double().cpu().numpy()
+        return out
+
+
+@dataclass
+class Kernels(Probe):
+    """Arrays ``kernel/ntk`` (empirical NTK, traced over outputs: :func:`empirical_ntk`) and
+    ``kernel/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
+    on the first ``points`` training inputs; scalars ``ntk/eig/0`` (top eigenvalue), ``ntk/alignment``
+    (kernel-target alignment) and ``ntk/distance`` (kernel distance from the first measurement)."""
+
+    points: int = 64
+    name: ClassVar[str] = "kernels"
+    _initial: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        positive_int("probe.points", self.points)
+
+    def reset(self) -> None:
+        self._initial = []
+
+    def measure(self, state: "TrainState") -> dict:
+        x, y = state.x_train[:self.points], state.y_train[:self.points]
+        ntk = empirical_ntk(state.model, x, trace_outputs=True)
+        if not self._initial:
+            self._initial = [ntk]
+        return {"kernel/ntk": ntk, "kernel/readout": readout_kernel(state.model, x),
+                "ntk/eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "ntk/alignment": kernel_target_alignment(ntk, y),
+                "ntk/distance": kernel_distance(self._initial[0], ntk)}
+
+
+@dataclass
+class Parameters(Probe):
+    """Arrays ``param/<name>``: copies of the named parameter tensors (all if ``names`` is empty),
+    e.g. to look at neuron directions after training."""
+
+    names: tuple[str, ...] = ()
+    name: ClassVar[str] = "parameters"
+
+    def __post_init__(self) -> None:
+        self.names = tuple(self.names)
+
+    def measure(self, state: "TrainState") -> dict[str, torch.Tensor]:
+        params = dict(state.model.named_parameters())
+        missing = set(self.names) - set(params)
+        if missing:
+            raise ConfigError(f"probe.names {sorted(missing)} are not parameters of the model; available: {sorted(params)}")
+        return {f"param/{n}": params[n].detach().clone() for n in (self.names or params)}
+
+
+@dataclass
+class FeatureAnsatz(Probe):
+    """``nfa/<layer>/s=0.5``, ``nfa/<layer>/s=1``: Neural Feature Ansatz correlations of layer ``layer``
+    (an index into ``model.layers``) between its init-removed weight Gram and the AGOP to the power s,
+    and ``nfa/<layer>/init``, the baseline correlation with the init Gram (:func:`nfa_scores`), on the
+    first ``points`` training inputs; the array ``agop/<layer>`` holds the AGOP itself."""
+
+    layer: int = 0
+    points: int | None = None
+    name: ClassVar[str] = "nfa"
+
+    def __post_init__(self) -> None:
+        positive_int("probe.layer", self.layer, minimum=0)
+        if self.points is not None:
+            positive_int("probe.points", self.points)
+
+    def measure(self, state: "TrainState") -> dict:
+        layer = state.model.layers[self.layer]
+        x = state.x_train[:self.points]
+        scores = nfa_scores(state.model, x, layer, init_weight=state.init[f"layers.{self.layer}.weight"])
+        return {f"agop/{self.layer}": agop(state.model, x, layer), **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
+
+
+PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
+                                    Kernels, Parameters, FeatureAnsatz)}
 
 
 def probe_from_dict(d: dict) -> Probe:

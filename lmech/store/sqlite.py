@@ -1,18 +1,22 @@
 """Embedded results store: SQLite in WAL mode, with a tidy long-format metrics table.
 
 Tables: ``systems(id, config)``, ``runs(id, system_id, probes, outcome, ...)``,
-``metrics(run_id, step, name, value)`` and ``verdicts(law, scale, status, ..., data)``.
+``metrics(run_id, step, name, value)``, ``arrays(run_id, step, name, data)`` (``.npy`` bytes of
+array-valued measurements such as kernels) and ``verdicts(law, scale, status, ..., data)``.
 A finished run is written in one transaction, so an interrupted sweep loses only the run in
 flight and never leaves a partial run behind.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from ..engine.result import RunResult
 from ..systems.system import stable_hash
@@ -40,6 +44,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, name, step);
+CREATE TABLE IF NOT EXISTS arrays (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS arrays_by_run ON arrays(run_id, name, step);
 CREATE TABLE IF NOT EXISTS verdicts (
     law TEXT NOT NULL,
     scale TEXT NOT NULL,
@@ -51,6 +62,12 @@ CREATE TABLE IF NOT EXISTS verdicts (
     PRIMARY KEY (law, scale)
 );
 """
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -99,6 +116,8 @@ class Store:
             )
             self._db.executemany("INSERT INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)",
                                  ((result.run_id, s, n, _finite_or_none(v)) for s, n, v in result.records))
+            self._db.executemany("INSERT INTO arrays (run_id, step, name, data) VALUES (?, ?, ?, ?)",
+                                 ((result.run_id, s, n, _npy_bytes(a)) for s, n, a in result.arrays))
 
     def load_run(self, run_id: str) -> RunResult | None:
         row = self._db.execute(
@@ -109,8 +128,10 @@ class Store:
         probes, outcome, diverged_step, wall_time, versions, config = row
         records = [(s, n, float("nan") if v is None else v) for s, n, v in self._db.execute(
             "SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY name, step", (run_id,))]
+        arrays = [(s, n, np.load(io.BytesIO(b), allow_pickle=False)) for s, n, b in self._db.execute(
+            "SELECT step, name, data FROM arrays WHERE run_id = ? ORDER BY name, step", (run_id,))]
         return RunResult(run_id, json.loads(config), json.loads(probes), records, outcome, diverged_step,
-                         wall_time, json.loads(versions or "{}"))
+                         wall_time, json.loads(versions or "{}"), arrays)
 
     def runs(self) -> list[dict]:
         """One dict per finished run: id, system id, outcome, wall time, metric count, finish time."""

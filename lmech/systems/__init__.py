@@ -1,12 +1,12 @@
 """Systems: plain, validated, serializable configs of the four ingredients of a learning system."""
 from ._validate import ConfigError
 from .architecture import MLP, DeepLinear
-from .data import MNIST1D, Dataset, Digits, TeacherStudent, WhitenedLinear, whiten
+from .data import MNIST1D, Dataset, Digits, MultiIndex, TeacherStudent, WhitenedLinear, whiten
 from .learning_rule import LearningRule
 from .system import System, stable_hash
 from .task import Task, cross_entropy, half_mse
 
 __all__ = [
-    "ConfigError", "MLP", "DeepLinear", "MNIST1D", "Dataset", "Digits", "TeacherStudent",
+    "ConfigError", "MLP", "DeepLinear", "MNIST1D", "Dataset", "Digits", "MultiIndex", "TeacherStudent",
     "WhitenedLinear", "whiten", "LearningRule", "System", "stable_hash", "Task", "cross_entropy", "half_mse",
 ]

@@ -181,22 +181,69 @@ class MNIST1D:
 
 @dataclass(frozen=True)
 class Digits:
-    """scikit-learn's 8x8 digits (1797 samples, 64 features scaled to [0, 1], 10 classes), seeded split."""
+    """scikit-learn's 8x8 digits (1797 samples, 64 features scaled to [0, 1]), seeded split.
+
+    ``target="class"``: the 10 class labels; ``target="parity"``: a scalar regression target
+    ``y = +1`` for even digits and ``-1`` for odd ones (the binary task of kernel-regression checks).
+    """
 
     n_train: int = 1000
     n_test: int = 797
     seed: int = 0
+    target: str = "class"
     kind: ClassVar[str] = "digits"
 
     def __post_init__(self) -> None:
         _check_split(self.kind, self.n_train, self.n_test, available=1797)
+        one_of("data.target", self.target, ("class", "parity"))
 
     def load(self) -> Dataset:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         x, y = bunch.data / 16.0, bunch.target.astype(np.int64)
+        if self.target == "parity":
+            return Dataset(*_split(x, np.where(y % 2 == 0, 1.0, -1.0)[:, None], self.n_train, self.n_test, self.seed))
         return Dataset(*_split(x, y, self.n_train, self.n_test, self.seed), 10)
 
 
-DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits)}
+_INDEX_FUNCTIONS = {
+    "z1*z2": lambda z: z[:, 0] * z[:, 1],
+    "z1*z2+z1^2": lambda z: z[:, 0] * z[:, 1] + z[:, 0] ** 2,
+    "tanh(z1)+z2^2": lambda z: np.tanh(z[:, 0]) + z[:, 1] ** 2,
+}
+
+
+@dataclass(frozen=True)
+class MultiIndex:
+    """Gaussian inputs ``x ~ N(0, I_d)`` with a target that depends on ``x`` only through ``z = U^T x``.
+
+    ``U`` is a random ``d_in x 2`` matrix with orthonormal columns (in ``info["U"]``) and ``target``
+    names ``g(z)``; the multi-index setting of the neural feature ansatz checks (Radhakrishnan et al.
+    2024, arXiv:2212.13881). ``noise`` adds Gaussian label noise of that standard deviation.
+    """
+
+    d_in: int = 20
+    target: str = "z1*z2+z1^2"
+    n_train: int = 2000
+    n_test: int = 1000
+    noise: float = 0.0
+    seed: int = 0
+    kind: ClassVar[str] = "multi_index"
+
+    def __post_init__(self) -> None:
+        positive_int("data.d_in", self.d_in, minimum=2)
+        one_of("data.target", self.target, tuple(_INDEX_FUNCTIONS))
+        positive_float("data.noise", self.noise, allow_zero=True)
+        _check_split(self.kind, self.n_train, self.n_test)
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng(self.seed)
+        u = _orthonormal_columns(rng, self.d_in, 2)
+        x = rng.standard_normal((self.n_train + self.n_test, self.d_in))
+        y = _INDEX_FUNCTIONS[self.target](x @ u)[:, None] + self.noise * rng.standard_normal((len(x), 1))
+        n = self.n_train
+        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"U": u})
+
+
+DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex)}

@@ -8,7 +8,7 @@ import torch
 from ._validate import ConfigError, in_unit_interval, one_of, positive_float, positive_int
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
-INITS = ("normal", "aligned")
+INITS = ("normal", "aligned", "symmetric")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -23,7 +23,9 @@ class LearningRule:
 
     ``batch_size=None`` means full batch. ``init="aligned"`` (deep linear networks only) starts every
     layer with singular value ``init_scale`` along the singular modes of ``Sigma_yx``: the balanced,
-    decoupled initial condition of Saxe et al. (2014).
+    decoupled initial condition of Saxe et al. (2014). ``init="symmetric"`` (MLPs, even width) pairs
+    the second half of the last hidden layer with the first and negates its readout, so ``f(x; theta_0) = 0``
+    exactly (Chizat, Oyallon & Bach 2019, arXiv:1812.07956). ``steps=0`` measures the init only.
     """
 
     lr: float
@@ -40,7 +42,7 @@ class LearningRule:
 
     def __post_init__(self) -> None:
         positive_float("rule.lr", self.lr)
-        positive_int("rule.steps", self.steps)
+        positive_int("rule.steps", self.steps, minimum=0)
         one_of("rule.optimizer", self.optimizer, OPTIMIZERS)
         if self.batch_size is not None:
             positive_int("rule.batch_size", self.batch_size)

@@ -22,6 +22,11 @@ _ACTIVATIONS = {
 }
 
 
+def activation_gain(activation: str) -> float:
+    """Init gain multiplying every weight's standard deviation: sqrt(2) for relu (He et al. 2015), else 1."""
+    return math.sqrt(2.0) if activation == "relu" else 1.0
+
+
 class Dense(nn.Module):
     """Affine layer ``z = multiplier * W h + b``; ``multiplier = 1/sqrt(fan_in)`` in NTK parameterization."""
 
@@ -95,7 +100,7 @@ def build_model(architecture: MLP | DeepLinear, data: Dataset, *, init: str, ini
     if isinstance(architecture, MLP):
         dims = [data.input_dim] + [architecture.width] * architecture.depth + [data.output_dim]
         model: nn.Module = MLPNet(dims, architecture.activation, architecture.bias, architecture.alpha, ntk)
-        gain = init_scale * (math.sqrt(2.0) if architecture.activation == "relu" else 1.0)
+        gain = init_scale * activation_gain(architecture.activation)
     else:
         dims = [data.input_dim] + [architecture.width] * (architecture.depth - 1) + [data.output_dim]
         model = DeepLinearNet(dims, ntk)
@@ -114,4 +119,18 @@ def build_model(architecture: MLP | DeepLinear, data: Dataset, *, init: str, ini
             fan_in = layer.weight.shape[1]
             std = gain if ntk else gain / math.sqrt(fan_in)
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64) * std)
+        if init == "symmetric":
+            _symmetrize(model, architecture)
     return model
+
+
+def _symmetrize(model: nn.Module, architecture: MLP | DeepLinear) -> None:
+    """Make hidden unit ``i + m/2`` a copy of unit ``i`` of the last hidden layer with negated readout: f_0 = 0."""
+    if not isinstance(architecture, MLP) or architecture.width % 2:
+        raise ConfigError("rule.init='symmetric' needs an MLP architecture with an even architecture.width")
+    last, readout = model.layers[-2], model.layers[-1]
+    half = architecture.width // 2
+    last.weight[half:] = last.weight[:half]
+    if last.bias is not None:
+        last.bias[half:] = last.bias[:half]
+    readout.weight[:, half:] = -readout.weight[:, :half]
