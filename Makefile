@@ -28,8 +28,8 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-atlas: install
-	$(BIN)/lmech check --all --quick --out $(OUT)
+atlas: install  # exit status 1 means a law did not pass: a result, reported in the table and report.html
+	$(BIN)/lmech check --all --quick --out $(OUT) || [ $$? -eq 1 ]
 
 test: install-test
 	$(BIN)/python -m pytest -q

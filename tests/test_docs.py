@@ -1,5 +1,7 @@
 """The README stays true: its catalogue is the registry's, and its Python examples run."""
 import re
+
+import numpy as np
 from pathlib import Path
 
 from lmech.cli import catalogue_markdown
@@ -15,10 +17,14 @@ def test_catalogue_matches_registry():
 
 def test_python_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
     median = float(__import__("numpy").median(namespace["sharpness"][-10:]))
     assert abs(median / namespace["threshold"] - 1) < 0.15  # the example shows the edge of stability
     assert namespace["tracker"].calls == 5
+    emp, ntk = namespace["emp"].numpy(), namespace["ntk"]
+    assert np.linalg.norm(emp - ntk) / np.linalg.norm(ntk) < 0.15  # one 1024-wide network: ~2.2 x 2 / sqrt(1024)
+    assert namespace["f_t"].shape == (3, 200, 1)
+    assert np.all(np.diff(namespace["curve"].test_mse) < 0)  # more data, lower predicted error

@@ -11,7 +11,6 @@ from lmech.observables.ntk import empirical_ntk, kernel_distance, kernel_target_
 from lmech.systems import MLP, ConfigError, Dataset
 from lmech.systems.networks import Dense, build_model
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # torch's own jvp setup
 METHODS = ("jacobian", "ntk-vp", "structured", "auto")
 F64 = torch.float64
 

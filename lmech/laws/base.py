@@ -59,6 +59,9 @@ class Check:
     bound: str
     ok: bool
 
+    def __post_init__(self) -> None:  # plain Python types, so verdicts serialize to JSON
+        self.value, self.ok = float(self.value), bool(self.ok)
+
 
 @dataclass
 class Verdict:

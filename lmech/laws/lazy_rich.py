@@ -52,13 +52,12 @@ def _teacher_seeds(count: int) -> list[int]:
 
 def _system(alpha: float, seed: int) -> System:
     """The student f = (alpha/m) sum_i a_i ReLU(w_i . x) with a, w ~ N(0, 1), trained on loss/alpha^2 with
-    per-neuron step eta*m, written in lmech's NTK parameterization: raw weights a, w ~ N(0, 2) (relu gain)
-    times the multipliers 1/sqrt(m) and 1/sqrt(d) = 1/sqrt(2) are sqrt(2) x the paper's, so the output
-    multiplier is alpha/sqrt(2m) and the step doubles (GD on theta = sqrt(2) theta' is GD on theta' at lr/2)."""
-    d = 2
-    arch = MLP(width=_WIDTH, depth=1, activation="relu", bias=False, alpha=alpha / np.sqrt(d * _WIDTH), parameterization="ntk")
-    rule = LearningRule(lr=d * _eta(alpha) * _WIDTH / alpha ** 2, steps=_STEPS, init="symmetric")
-    return System(arch, TeacherStudent(d_in=d, n_train=_N, n_test=0, seed=seed), Task("mse"), rule)
+    per-neuron step eta*m, in lmech's NTK parameterization: raw weights ~ N(0, 1) under multipliers
+    g/sqrt(fan_in) with the relu gain g = sqrt(2), i.e. 1 on the 2-D input and sqrt(2/m) on the readout,
+    so the output multiplier alpha/sqrt(2m) makes the raw (a, w) exactly the paper's, and lr = eta m / alpha^2."""
+    arch = MLP(width=_WIDTH, depth=1, activation="relu", bias=False, alpha=alpha / np.sqrt(2 * _WIDTH), parameterization="ntk")
+    rule = LearningRule(lr=_eta(alpha) * _WIDTH / alpha ** 2, steps=_STEPS, init="symmetric")
+    return System(arch, TeacherStudent(d_in=2, n_train=_N, n_test=0, seed=seed), Task("mse"), rule)
 
 
 def concentration(w: np.ndarray, a: np.ndarray, teacher_w: np.ndarray, teacher_a: np.ndarray,
@@ -145,7 +144,8 @@ class LazyRichMultiplier(Law):
         summary = "; ".join(notes + [f"{c.name.split(':')[0]}: rich concentration {c.value:.3f}" for c in checks
                                      if "neuron mass" in c.name])
         status = status_from(checks) if in_regime else OUT_OF_REGIME
-        return self.verdict(scale, runs, status=status, metric="max |fitted exponent + 1|", error=worst, tolerance=_SLOPE_BAND, summary=summary, checks=checks, panels=panels)
+        return self.verdict(scale, runs, status=status, metric="max |fitted exponent + 1|", error=worst,
+                            tolerance=_SLOPE_BAND, summary=summary, checks=checks, panels=panels)
 
 
 def _neuron_panel(run: RunResult, info: dict, title: str) -> Panel:

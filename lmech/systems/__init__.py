@@ -3,10 +3,11 @@ from ._validate import ConfigError
 from .architecture import MLP, DeepLinear
 from .data import MNIST1D, Dataset, Digits, MultiIndex, TeacherStudent, WhitenedLinear, whiten
 from .learning_rule import LearningRule
+from .networks import build_model
 from .system import System, stable_hash
 from .task import Task, cross_entropy, half_mse
 
 __all__ = [
     "ConfigError", "MLP", "DeepLinear", "MNIST1D", "Dataset", "Digits", "MultiIndex", "TeacherStudent",
-    "WhitenedLinear", "whiten", "LearningRule", "System", "stable_hash", "Task", "cross_entropy", "half_mse",
+    "WhitenedLinear", "whiten", "LearningRule", "build_model", "System", "stable_hash", "Task", "cross_entropy", "half_mse",
 ]

@@ -18,8 +18,9 @@ class MLP:
     ``parameterization``:
 
     - ``"sp"`` (standard): ``z = W h + b`` with ``W ~ N(0, g^2 / fan_in)``;
-    - ``"ntk"``: ``z = W h / sqrt(fan_in) + b`` with ``W ~ N(0, g^2)`` (Jacot et al. 2018,
-      arXiv:1806.07572). Same function at init, gradients differ by the width.
+    - ``"ntk"``: ``z = (g / sqrt(fan_in)) W h + b`` with ``W ~ N(0, 1)`` (Jacot et al. 2018,
+      arXiv:1806.07572; neural-tangents' convention, so ``w_std = g``). Same function at init as SP;
+      gradients differ by the width.
 
     ``g`` is the learning rule's ``init_scale`` times the activation gain (sqrt(2) for relu, 1 else).
     Biases start at zero.

@@ -117,7 +117,10 @@ def build_model(architecture: MLP | DeepLinear, data: Dataset, *, init: str, ini
     with torch.no_grad():
         for layer in model.layers:
             fan_in = layer.weight.shape[1]
-            std = gain if ntk else gain / math.sqrt(fan_in)
+            if ntk:  # neural-tangents convention: W ~ N(0, 1), the gain lives in the multiplier g / sqrt(fan_in)
+                layer.multiplier, std = gain / math.sqrt(fan_in), 1.0
+            else:
+                std = gain / math.sqrt(fan_in)
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64) * std)
         if init == "symmetric":
             _symmetrize(model, architecture)

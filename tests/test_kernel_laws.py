@@ -1,0 +1,117 @@
+"""The kernel-issue laws at quick scale: they pass, and fail (or leave their regime) on a wrong measurement."""
+import copy
+
+import numpy as np
+import pytest
+
+from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
+from lmech.runner import run_experiment
+
+KERNEL_LAWS = ["nngp-monte-carlo", "ntk-lazy-limit", "eigenlearning-curves", "lazy-rich-multiplier", "neural-feature-ansatz"]
+
+
+class _QuickRuns(dict):
+    """Quick-scale runs of a law, trained on first use."""
+
+    def __missing__(self, law_id):
+        self[law_id] = {e.label: run_experiment(e) for e in LAWS[law_id].experiments("quick")}
+        return self[law_id]
+
+
+@pytest.fixture(scope="module")
+def quick_runs():
+    return _QuickRuns()
+
+
+def _distorted(runs, name_prefix, change):
+    """Copies of the runs with every scalar and array measurement whose name starts with ``name_prefix`` changed."""
+    out = copy.deepcopy(runs)
+    for label, run in out.items():
+        run.records = [(s, n, change(label, v) if n.startswith(name_prefix) else v) for s, n, v in run.records]
+        run.arrays = [(s, n, change(label, a) if n.startswith(name_prefix) else a) for s, n, a in run.arrays]
+    return out
+
+
+@pytest.mark.parametrize("law_id", [law for law in KERNEL_LAWS if law != "ntk-lazy-limit"])
+def test_quick_law_passes(quick_runs, law_id):
+    verdict = LAWS[law_id].evaluate(quick_runs[law_id], "quick")
+    assert verdict.status == PASS, [c for c in verdict.checks if not c.ok]
+    assert verdict.error <= verdict.tolerance
+    assert verdict.panels and all(p.series for p in verdict.panels)
+
+
+def test_nfa_fails_when_correlation_is_low_and_is_out_of_regime_when_untrained(quick_runs):
+    law = LAWS["neural-feature-ansatz"]
+    assert law.evaluate(_distorted(quick_runs[law.id], "nfa/0/s=0.5", lambda lb, v: 0.8 * v), "quick").status == FAIL
+    untrained = _distorted(quick_runs[law.id], "loss/test", lambda lb, v: 10 * v)
+    assert law.evaluate(untrained, "quick").status == OUT_OF_REGIME
+
+
+def test_lazy_rich_fails_on_wrong_scaling_or_misaligned_neurons(quick_runs):
+    law = LAWS["lazy-rich-multiplier"]
+
+    def alpha(label):
+        return float(label.split("alpha=")[1])
+
+    # weight change ~ alpha^-0.7 instead of alpha^-1
+    slow = _distorted(quick_runs[law.id], "weights/relative", lambda lb, v: v * alpha(lb) ** 0.3)
+    assert law.evaluate(slow, "quick").status == FAIL
+    # rotate every trained first-layer neuron by 20 degrees: mass leaves the 10-degree windows
+    c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
+    rotated = _distorted(quick_runs[law.id], "param/layers.0.weight", lambda lb, w: w @ np.array([[c, s], [-s, c]]))
+    verdict = law.evaluate(rotated, "quick")
+    assert verdict.status == FAIL
+    assert [ch.value for ch in verdict.checks if "neuron mass" in ch.name][0] < 0.2
+
+
+def test_teacher_identifiability_rule_and_concentration_by_hand():
+    from lmech.laws.lazy_rich import concentration, identifiable
+
+    def unit(*degrees):
+        return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+
+    # signed directions within a half-plane: identifiable; (-46, 9, 146) all positive contain 0 in their cone: not
+    assert identifiable(unit(0, 60, 120), np.ones(3))
+    assert not identifiable(unit(-46, 9, 146), np.ones(3))
+    assert identifiable(unit(-46, 9, 146), np.array([1.0, 1.0, -1.0]))  # flipping a sign moves 146 to -34
+    assert not identifiable(unit(0, 20, 120), np.ones(3))  # 20 degrees apart: windows overlap
+    w = unit(5, 55, 200) * np.array([[1.0], [2.0], [3.0]])
+    a = np.array([1.0, 1.0, 1.0])
+    # neuron 0 is 5 deg from teacher 0 (same sign), neuron 1 is 5 deg from teacher 1, neuron 2 is far from both
+    assert concentration(w, a, unit(0, 60), np.ones(2)) == pytest.approx(3 / 6)
+    assert concentration(w, -a, unit(0, 60), np.ones(2)) == 0.0  # sign mismatch
+
+
+def test_ntk_lazy_limit_quick_measures_a_shrinking_gap(quick_runs):
+    """The quick verdict is an honest fail of the reference's absolute 5% bound: a 2048-wide net sits ~6% from the
+    analytic-NTK linearization after 400 steps (finite-width prefactor ~2.5/sqrt(m) on digits); the rate is -1/2."""
+    law = LAWS["ntk-lazy-limit"]
+    verdict = law.evaluate(quick_runs[law.id], "quick")
+    checks = {c.name: c for c in verdict.checks}
+    exponent = checks["fitted exponent of the final gap vs width"].value
+    assert -0.65 < exponent < -0.35
+    assert 0.02 < verdict.error < 0.1  # the gap at width 2048
+    assert checks["relative weight change at width 2048 (regime)"].ok
+    # width-independent 15% noise on the measured test outputs: the gap no longer shrinks
+    rng = np.random.default_rng(0)
+    off = _distorted(quick_runs[law.id], "output/test", lambda lb, f: f + 0.15 * np.abs(f).mean() * rng.standard_normal(f.shape))
+    worse = law.evaluate(off, "quick")
+    assert worse.status == FAIL and worse.error > 0.09
+    assert {c.name: c for c in worse.checks}["fitted exponent of the final gap vs width"].value > -0.3
+
+
+def test_nngp_monte_carlo_detects_a_wrong_kernel_scale(quick_runs):
+    law = LAWS["nngp-monte-carlo"]
+    scaled = _distorted(quick_runs[law.id], "kernel/ntk", lambda lb, k: 1.1 * k)  # a 10% bias does not average out
+    verdict = law.evaluate(scaled, "quick")
+    assert verdict.status == FAIL
+    assert not {c.name: c for c in verdict.checks}[next(n for n in (c.name for c in verdict.checks)
+                                                         if "NTK: deviation of the mean" in n)].ok
+
+
+def test_eigenlearning_fails_when_the_measurement_uses_another_ridge(monkeypatch):
+    from lmech.laws import eigenlearning_curves as module
+
+    real = module.kernel_ridge_mse
+    monkeypatch.setattr(module, "kernel_ridge_mse", lambda k, y, idx, ridge: real(k, y, idx, ridge * 300 + 0.3))
+    assert LAWS["eigenlearning-curves"].evaluate({}, "quick").status == FAIL
