@@ -19,8 +19,9 @@ from .state import TrainState
 
 
 def run_id(system: System, probes: Sequence[Probe]) -> str:
-    """Content hash of the system and the measurement plan: equal ids mean identical runs."""
-    return stable_hash({"system": system.to_dict(), "probes": [p.to_dict() for p in probes]})
+    """Content hash of the system, the measurement plan and lmech's version: equal ids mean identical runs
+    (a new version may change conventions, e.g. 0.2 moved the NTK gain into the multiplier, so it retrains)."""
+    return stable_hash({"system": system.to_dict(), "probes": [p.to_dict() for p in probes], "lmech": __version__})
 
 
 def versions() -> dict[str, str]:

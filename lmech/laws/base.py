@@ -129,10 +129,15 @@ class Law:
                        {label: r.system for label, r in runs.items()}, {label: r.run_id for label, r in runs.items()}, meta)
 
 
-def loglog_fit(x: Any, y: Any) -> tuple[float, float]:
-    """Least-squares ``(slope, intercept)`` of ``log y`` against ``log x``: a power law's exponent and prefactor."""
-    slope, intercept = np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)
-    return float(slope), float(intercept)
+def loglog_slope(x: Any, y: Any) -> float:
+    """Least-squares slope of ``log y`` against ``log x``: a power law's exponent."""
+    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def power_law(x: Any, y: Any, exponent: float) -> np.ndarray:
+    """The curve ``c x^exponent`` with ``c`` fitted to ``y`` in log space: a theory line with a fixed exponent."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return np.exp(np.mean(np.log(y) - exponent * np.log(x))) * x ** exponent
 
 
 def status_from(checks: list[Check]) -> str:

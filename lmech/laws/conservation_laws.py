@@ -8,7 +8,7 @@ from ..engine.result import RunResult
 from ..engine.schedule import Schedule
 from ..observables.probes import Conservation, Loss
 from ..systems import MLP, DeepLinear, Digits, LearningRule, System, Task, WhitenedLinear
-from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_fit, status_from
+from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from
 from .registry import register
 
 # network -> (architecture, data, task, gradient-flow time t); t = eta * steps is held fixed across eta
@@ -74,7 +74,7 @@ class ConservationLaws(Law):
                 finals.append(drift[-1])
                 drift_panels[net].series.append(Series.of(f"eta={lr:g}", steps[1:] * lr, drift[1:], "measured"))
             finals = np.array(finals)
-            slope, _ = loglog_fit(lrs, finals)
+            slope = loglog_slope(lrs, finals)
             exponent = slope + 1.0
             worst = max(worst, abs(exponent - _EXPONENT))
             fit_panel.series.append(Series.of(f"{net} measured", lrs, finals, "measured", net))

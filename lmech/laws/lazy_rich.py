@@ -5,9 +5,9 @@ import numpy as np
 
 from ..engine.result import RunResult
 from ..engine.schedule import Schedule
-from ..observables.probes import Kernels, Loss, Parameters, WeightChange
+from ..observables.probes import Kernels, Loss, Parameters, RepresentationChange, WeightChange
 from ..systems import MLP, LearningRule, System, Task, TeacherStudent
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_fit, status_from
+from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
 from .registry import register
 
 _ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -92,7 +92,8 @@ class LazyRichMultiplier(Law):
                       f"|a_i| ||w_i|| within {_ANGLE:g} degrees of a same-sign teacher direction (shared/REFERENCE.md 2.6).")
 
     def experiments(self, scale: str) -> list[Experiment]:
-        probes = [WeightChange(Schedule(at=(_STEPS,))), Loss(Schedule(log_points=20)),
+        end = Schedule(at=(_STEPS,))
+        probes = [WeightChange(end), RepresentationChange(end), Loss(Schedule(log_points=20)),
                   Parameters(Schedule(at=(0, _STEPS))), Kernels(Schedule(at=(0, _STEPS)), points=_N)]
         return [Experiment(f"teacher={seed} alpha={alpha:g}", _system(alpha, seed), probes)
                 for seed in _teacher_seeds(_TEACHERS[scale]) for alpha in _ALPHAS]
@@ -119,11 +120,13 @@ class LazyRichMultiplier(Law):
                                     float(alphas[fit].max() / alphas[fit].min()) if fit.any() else 0.0, ">= 10, 3 runs", False))
                 in_regime = False
                 continue
-            slope, intercept = loglog_fit(alphas[fit], moved[fit])
-            wide_slope, _ = loglog_fit(alphas[alphas >= 1], moved[alphas >= 1])
+            slope = loglog_slope(alphas[fit], moved[fit])
+            wide_slope = loglog_slope(alphas[alphas >= 1], moved[alphas >= 1])
             worst = max(worst, abs(slope - _SLOPE))
+            features = [runs[lb].last("representation/0") for lb in labels]
             move.series += [Series.of(f"{group} measured", alphas, moved, "measured", group),
-                            Series.of(f"{group} ~ 1/alpha (fit)", alphas[fit], np.exp(intercept) * alphas[fit] ** _SLOPE,
+                            Series.of(f"{group} hidden representation change", alphas, features, "measured", f"{group} h"),
+                            Series.of(f"{group} ~ 1/alpha", alphas[fit], power_law(alphas[fit], moved[fit], _SLOPE),
                                       "theory", group)]
             conc.series.append(Series.of(f"{group} measured", alphas, fractions, "measured", group))
             rich = fractions[_ALPHAS.index(_RICH)]

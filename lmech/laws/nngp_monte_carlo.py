@@ -8,7 +8,7 @@ from ..engine.schedule import Schedule
 from ..observables.probes import Kernels
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ._kernels import analytic_kernels, weight_std
-from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_fit, status_from
+from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
 from .registry import register
 
 # scale -> (networks as (activation, depth), widths, seeds, points)
@@ -78,12 +78,11 @@ class NNGPMonteCarlo(Law):
                 errors["NNGP"].append(np.mean([_relative(k, nngp) for k in emp_nngp]))
                 errors["NTK"].append(np.mean([_relative(k, ntk) for k in emp_ntk]))
             for kind, errs in errors.items():
-                slope, intercept = loglog_fit(widths, errs)
+                slope = loglog_slope(widths, errs)
                 worst = max(worst, abs(slope - _SLOPE))
                 deviation.series.append(Series.of(f"{net} {kind} measured", widths, errs, "measured", f"{net} {kind}"))
-                deviation.series.append(Series.of(f"{net} {kind} ~ width^-1/2", widths,
-                                                  np.exp(intercept) * np.asarray(widths, float) ** _SLOPE, "theory",
-                                                  f"{net} {kind}"))
+                deviation.series.append(Series.of(f"{net} {kind} ~ width^-1/2", widths, power_law(widths, errs, _SLOPE),
+                                                  "theory", f"{net} {kind}"))
                 checks.append(Check(f"{net} {kind}: fitted exponent of deviation vs width", slope,
                                     f"{_SLOPE:g} +- {_SLOPE_BAND:g}", abs(slope - _SLOPE) <= _SLOPE_BAND))
             top = widths[-1]

@@ -9,7 +9,7 @@ from ..observables.probes import Loss, Outputs, WeightChange
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ..theory.linearized import linearized_gd
 from ._kernels import analytic_kernels
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_fit, status_from
+from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
 from .registry import register
 
 # scale -> (widths, seeds, n_train = n_test, steps)
@@ -100,12 +100,12 @@ class NTKLazyLimit(Law):
             final_gaps.append(np.mean(finals))
             along_gaps.append(np.mean(alongs))
             weight_moves.append(np.mean(moves))
-        slope, intercept = loglog_fit(widths, final_gaps)
-        along_slope, _ = loglog_fit(widths, along_gaps)
+        slope = loglog_slope(widths, final_gaps)
+        along_slope = loglog_slope(widths, along_gaps)
         gap_panel.series += [
             Series.of("final gap (measured)", widths, final_gaps, "measured", "final"),
             Series.of("max gap along training (measured)", widths, along_gaps, "measured", "along"),
-            Series.of("~ width^-1/2", widths, np.exp(intercept) * np.asarray(widths, float) ** -0.5, "theory", "final"),
+            Series.of("~ width^-1/2", widths, power_law(widths, final_gaps, -0.5), "theory", "final"),
             Series.of("relative weight change", widths, weight_moves, "measured", "weights"),
         ]
         checks.append(Check(f"final test gap at width {widths[-1]}", final_gaps[-1], f"< {_GAP_TOL:g}", final_gaps[-1] < _GAP_TOL))

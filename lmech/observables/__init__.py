@@ -7,8 +7,8 @@ from .hessian import HessianOperator, hvp
 from .linear_net import end_to_end_map, end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_costs, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
-from .probes import (PROBES, Conservation, FeatureAnsatz, GradNorm, Kernels, Loss, Outputs, Parameters, Probe, Sharpness,
-                     SingularValues, WeightChange, probe_from_dict)
+from .probes import (PROBES, Conservation, FeatureAnsatz, GradNorm, Kernels, Loss, Outputs, Parameters, Probe,
+                     RepresentationChange, Sharpness, SingularValues, WeightChange, probe_from_dict)
 from .sharpness import SharpnessTracker, sharpness
 from .weights import snapshot, weight_change
 
@@ -16,7 +16,8 @@ __all__ = [
     "EigenResult", "agop", "matrix_correlation", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "psd_power",
     "readout_kernel", "representation_change", "balancedness", "linear_layers", "neuron_balance", "relative_drift",
     "HessianOperator", "hvp", "end_to_end_map", "end_to_end_singular_values", "accuracy", "gradient_norm", "loss",
-    "PROBES", "Conservation", "GradNorm", "Loss", "Probe", "Outputs", "Kernels", "Parameters", "FeatureAnsatz",
+    "PROBES", "Conservation", "GradNorm", "Loss", "Probe", "Outputs", "Kernels", "Parameters",
+    "RepresentationChange", "FeatureAnsatz",
     "Sharpness", "SingularValues", "WeightChange", "probe_from_dict", "empirical_ntk", "kernel_distance",
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",
 ]

@@ -16,7 +16,7 @@ import torch
 from ..engine.schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
-from .features import agop, nfa_scores, readout_kernel
+from .features import agop, nfa_scores, readout_kernel, representation_change
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
@@ -228,6 +228,22 @@ class Parameters(Probe):
 
 
 @dataclass
+class RepresentationChange(Probe):
+    """``representation/<i>``: relative change ``||h_t - h_0|| / ||h_0||`` of each hidden representation on the
+    first ``points`` training inputs (:func:`representation_change`): feature learning, ~0 in the lazy regime."""
+
+    points: int | None = None
+    name: ClassVar[str] = "representation"
+
+    def __post_init__(self) -> None:
+        if self.points is not None:
+            positive_int("probe.points", self.points)
+
+    def measure(self, state: "TrainState") -> dict[str, float]:
+        return representation_change(state.model, state.init, state.x_train[:self.points])
+
+
+@dataclass
 class FeatureAnsatz(Probe):
     """``nfa/<layer>/s=0.5``, ``nfa/<layer>/s=1``: Neural Feature Ansatz correlations of layer ``layer``
     (an index into ``model.layers``) between its init-removed weight Gram and the AGOP to the power s,
@@ -251,7 +267,7 @@ class FeatureAnsatz(Probe):
 
 
 PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
-                                    Kernels, Parameters, FeatureAnsatz)}
+                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz)}
 
 
 def probe_from_dict(d: dict) -> Probe:
