@@ -1,8 +1,36 @@
+import copy
+
 import pytest
 import torch
+
+from lmech.laws import LAWS
+from lmech.runner import run_experiment
 
 
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)
     yield
+
+
+class _QuickRuns(dict):
+    """Quick-scale runs of a law, trained on first use and shared by the whole session."""
+
+    def __missing__(self, law_id):
+        self[law_id] = {e.label: run_experiment(e) for e in LAWS[law_id].experiments("quick")}
+        return self[law_id]
+
+
+@pytest.fixture(scope="session")
+def quick_runs():
+    return _QuickRuns()
+
+
+def distorted(runs, name_prefix, change):
+    """Copies of ``runs`` with every scalar and array measurement whose name starts with ``name_prefix`` replaced by
+    ``change(label, value)``: a wrong measurement that a law must reject."""
+    out = copy.deepcopy(runs)
+    for label, run in out.items():
+        run.records = [(s, n, change(label, v) if n.startswith(name_prefix) else v) for s, n, v in run.records]
+        run.arrays = [(s, n, change(label, a) if n.startswith(name_prefix) else a) for s, n, a in run.arrays]
+    return out

@@ -106,7 +106,8 @@ class LazyRichMultiplier(Law):
         kernel = Panel("NTK distance from init (laziness)", "alpha", "1 - <K0, K>/(|K0| |K|)", xscale="log", yscale="log")
         panels = [move, conc, kernel]
         worst, in_regime, notes = 0.0, True, []
-        for seed in _teacher_seeds(_TEACHERS[scale]):
+        seeds = _teacher_seeds(_TEACHERS[scale])
+        for seed in seeds:
             info = TeacherStudent(n_train=1, n_test=0, seed=seed).load().info
             group = f"teacher {seed}"
             labels = [f"teacher={seed} alpha={alpha:g}" for alpha in _ALPHAS]
@@ -137,7 +138,7 @@ class LazyRichMultiplier(Law):
             notes.append(f"{group}: exponent {slope:.3f} over lazy alpha, {wide_slope:.3f} over [1, 100] (reported only)")
             checks.append(Check(f"{group}: neuron mass within {_ANGLE:g} deg of the teacher at alpha = {_RICH:g}", rich,
                                 f">= {_CONCENTRATION:g}", rich >= _CONCENTRATION))
-            if seed == _teacher_seeds(1)[0]:
+            if seed == seeds[0]:
                 panels.append(_neuron_panel(runs[labels[0]], info, f"Rich (alpha = {_RICH:g}): neurons a_i w_i"))
                 panels.append(_neuron_panel(runs[labels[-1]], info, f"Lazy (alpha = {_ALPHAS[-1]:g}): neurons a_i w_i"))
         conc.series.append(Series.of(f"bound {_CONCENTRATION:g} at alpha = {_RICH:g}", [_RICH, _RICH * 3],

@@ -73,6 +73,7 @@ class NTKLazyLimit(Law):
         loss_panel = Panel("Test MSE: linearized theory (lines) vs networks (dots)", "step", "test MSE", yscale="log")
         final_gaps, along_gaps, weight_moves = [], [], []
         dense = np.unique(np.round(np.geomspace(1, steps, 60)).astype(int))
+        y_test = Digits(n_train=n, n_test=n, target="parity").load().y_test
         for width in widths:
             finals, alongs, moves = [], [], []
             for seed in range(seeds):
@@ -87,7 +88,6 @@ class NTKLazyLimit(Law):
                 alongs.append(gap.max())
                 moves.append(run.last("weights/relative"))
                 if seed == 0 and width in (widths[0], widths[-1]):
-                    y_test = Digits(n_train=n, n_test=n, target="parity").load().y_test
                     _, theory = linearized_gd(ntk_train, y, f_train[0], lr=lr, steps=dense, ntk_test_train=ntk_test,
                                               f0_test=f_test[0])
                     mse = lambda f: np.mean((f.reshape(len(f), -1) - y_test.ravel()) ** 2, axis=1)  # noqa: E731

@@ -145,12 +145,12 @@ def nfa_correlation(model: nn.Module, x: torch.Tensor, layer: nn.Module, *, init
 
 
 def nfa_scores(model: nn.Module, x: torch.Tensor, layer: nn.Module, *, init_weight: torch.Tensor | None = None,
-               centered: bool = False) -> dict[str, float]:
+               centered: bool = False, gram: torch.Tensor | None = None) -> dict[str, float]:
     """``{"s=0.5": ..., "s=1": ...}`` from :func:`nfa_correlation` with one AGOP, plus ``"init"`` when
     ``init_weight`` is given: the baseline correlation of the NFM with ``W0^T W0`` (``init_correlation`` in
-    ``verify_deep_NFA.py``)."""
+    ``verify_deep_NFA.py``). ``gram``: an AGOP already computed by :func:`agop` on the same inputs."""
     nfm = neural_feature_matrix(layer, init_weight)
-    gram = agop(model, x, layer, centered=centered)
+    gram = agop(model, x, layer, centered=centered) if gram is None else gram
     if gram.shape != nfm.shape:
         raise ConfigError(f"AGOP of layer input is {tuple(gram.shape)} but W^T W is {tuple(nfm.shape)}")
     out = {f"s={s:g}": matrix_correlation(nfm, psd_power(gram, s)) for s in (0.5, 1.0)}

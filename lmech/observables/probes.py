@@ -262,8 +262,9 @@ class FeatureAnsatz(Probe):
     def measure(self, state: "TrainState") -> dict:
         layer = state.model.layers[self.layer]
         x = state.x_train[:self.points]
-        scores = nfa_scores(state.model, x, layer, init_weight=state.init[f"layers.{self.layer}.weight"])
-        return {f"agop/{self.layer}": agop(state.model, x, layer), **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
+        gram = agop(state.model, x, layer)
+        scores = nfa_scores(state.model, x, layer, init_weight=state.init[f"layers.{self.layer}.weight"], gram=gram)
+        return {f"agop/{self.layer}": gram, **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
 
 
 PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
