@@ -7,6 +7,7 @@ from ..engine.result import RunResult
 from ..systems import Digits
 from ..theory.eigenlearning import eigenlearning, kernel_eigensystem
 from ..theory.kernels import nngp_ntk
+from ..theory.linearized import kernel_regression
 from .base import INCONCLUSIVE, Check, Experiment, Law, Panel, Series, Verdict, status_from
 from .registry import register
 
@@ -40,9 +41,8 @@ def _kernel(name: str, x: np.ndarray) -> np.ndarray:
 
 def kernel_ridge_mse(kernel: np.ndarray, y: np.ndarray, idx: np.ndarray, ridge: float) -> float:
     """Test MSE over the whole pool of KRR fitted on the pool points ``idx``: the measured learning curve."""
-    sub = kernel[np.ix_(idx, idx)] + ridge * np.eye(len(idx))
-    coef = np.linalg.solve(sub, y[idx])
-    return float(np.mean((kernel[:, idx] @ coef - y) ** 2))
+    _, pool_prediction = kernel_regression(kernel[np.ix_(idx, idx)], y[idx], kernel[:, idx], ridge=ridge)
+    return float(np.mean((pool_prediction - y) ** 2))
 
 
 @register

@@ -98,6 +98,14 @@ class WhitenedLinear:
         return Dataset(x_train, x_train @ w_star.T, x_test, x_test @ w_star.T, None, info)
 
 
+def _gaussian_regression(rng: np.random.Generator, config, target, info: dict) -> Dataset:
+    """``x ~ N(0, I_d)`` for ``config.n_train + config.n_test`` points, ``y = target(x) + config.noise * eps``, split."""
+    x = rng.standard_normal((config.n_train + config.n_test, config.d_in))
+    y = target(x)[:, None] + config.noise * rng.standard_normal((len(x), 1))
+    n = config.n_train
+    return Dataset(x[:n], y[:n], x[n:], y[n:], None, info)
+
+
 @dataclass(frozen=True)
 class TeacherStudent:
     """Gaussian inputs ``x ~ N(0, I_d)`` labelled by a random two-layer teacher.
@@ -130,10 +138,7 @@ class TeacherStudent:
         w = rng.standard_normal((self.teacher_width, self.d_in))
         w /= np.linalg.norm(w, axis=1, keepdims=True)
         a = rng.choice([-1.0, 1.0], size=self.teacher_width)
-        x = rng.standard_normal((self.n_train + self.n_test, self.d_in))
-        y = (phi(x @ w.T) @ a)[:, None] + self.noise * rng.standard_normal((len(x), 1))
-        n = self.n_train
-        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"teacher_w": w, "teacher_a": a})
+        return _gaussian_regression(rng, self, lambda x: phi(x @ w.T) @ a, {"teacher_w": w, "teacher_a": a})
 
 
 def _split(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -240,10 +245,7 @@ class MultiIndex:
     def load(self) -> Dataset:
         rng = np.random.default_rng(self.seed)
         u = _orthonormal_columns(rng, self.d_in, 2)
-        x = rng.standard_normal((self.n_train + self.n_test, self.d_in))
-        y = _INDEX_FUNCTIONS[self.target](x @ u)[:, None] + self.noise * rng.standard_normal((len(x), 1))
-        n = self.n_train
-        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"U": u})
+        return _gaussian_regression(rng, self, lambda x: _INDEX_FUNCTIONS[self.target](x @ u), {"U": u})
 
 
 DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex)}
