@@ -1,7 +1,7 @@
 """Flat views of a module's trainable parameters, and the loss as a function of them (torch.func)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -15,12 +15,22 @@ class FlatParams:
 
     ``unflatten(theta)`` maps a flat vector back to a ``{name: tensor}`` dict of views, so that
     ``torch.func`` transforms can differentiate the loss with respect to one flat vector.
+    ``names`` restricts the vector to those parameters (a diagonal block of the Hessian, e.g. one
+    layer); the others stay fixed at their values in ``model``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, names: Sequence[str] | None = None) -> None:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("model has no trainable parameters (requires_grad=True); nothing to differentiate")
+        if names is not None:
+            if isinstance(names, str):
+                names = [names]
+            unknown = sorted(set(names) - {n for n, _ in named})
+            if unknown or not names:
+                raise ValueError(f"params={list(names)!r}: {unknown or 'empty'} not trainable parameters of the model; "
+                                 f"choose from {[n for n, _ in named]}")
+            named = [(n, p) for n, p in named if n in set(names)]
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
         self.sizes = [p.numel() for _, p in named]

@@ -1,6 +1,8 @@
 """Hessian-vector products of a loss with respect to a model's parameters, with a matvec counter."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 from torch.func import grad, jvp
@@ -14,14 +16,15 @@ class HessianOperator:
     Products ``H v`` (Pearlmutter 1994) are computed forward-over-reverse,
     ``jvp(grad(L), (theta,), (v,))``, or reverse-over-reverse through a gradient graph built once
     and reused (``method="rev-rev"``, cheaper per product when many products are taken at one point).
-    ``matvecs`` counts products.
+    ``matvecs`` counts products. ``params`` (parameter names) restricts ``theta`` to those parameters:
+    the Hessian's diagonal block for, e.g., one layer (the others held fixed).
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
-                 method: str = "rev-rev") -> None:
+                 method: str = "rev-rev", params: Sequence[str] | None = None) -> None:
         if method not in ("rev-rev", "fwd-rev"):
             raise ValueError(f"method={method!r} is not supported; allowed values: 'rev-rev', 'fwd-rev'")
-        self.flat = FlatParams(model)
+        self.flat = FlatParams(model, params)
         self.method = method
         self.matvecs = 0
         self._loss = loss_of_params(model, loss_fn, x, y, self.flat)
