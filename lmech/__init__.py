@@ -4,7 +4,7 @@ First-principles predictions, measurements on real PyTorch training runs, and ve
 """
 from . import laws, theory
 from ._version import __version__
-from .engine import RunResult, Schedule, TrainState, run_id, train
+from .engine import RunResult, Schedule, Tracker, TrainState, run_id, train
 from .laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict, get_law, register
 from .observables import *  # noqa: F401,F403
 from .observables import __all__ as _observables
@@ -16,6 +16,6 @@ from .systems import __all__ as _systems
 from .theory import *  # noqa: F401,F403
 from .theory import __all__ as _theory
 
-__all__ = ["__version__", "laws", "theory", "RunResult", "Schedule", "TrainState", "run_id", "train", "LAWS", "Check",
+__all__ = ["__version__", "laws", "theory", "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train", "LAWS", "Check",
            "Experiment", "Law", "Panel", "Series", "Verdict", "get_law", "register", "render_report", "write_report",
            "check", "run_experiment", "Store", *_observables, *_systems, *_theory]

@@ -2,6 +2,7 @@
 from .result import COMPLETED, DIVERGED, RunResult
 from .schedule import Schedule
 from .state import TrainState
+from .tracker import Tracker
 from .trainer import run_id, train
 
-__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "run_id", "train"]
+__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train"]

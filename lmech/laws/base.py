@@ -109,6 +109,7 @@ class Law:
     citation: ClassVar[str]
     regime: ClassVar[str]
     tolerance_note: ClassVar[str]
+    divergence_predicted: ClassVar[bool] = False  # True when some runs are meant to diverge (e.g. the catapult law)
 
     def experiments(self, scale: str) -> list[Experiment]:
         raise NotImplementedError
@@ -118,9 +119,10 @@ class Law:
 
     def verdict(self, scale: str, runs: dict[str, RunResult], *, status: str, metric: str, error: float,
                 tolerance: float, summary: str, checks: list[Check], panels: list[Panel]) -> Verdict:
-        """Assemble a :class:`Verdict` with this law's metadata, configs and run ids."""
+        """Assemble a :class:`Verdict` with this law's metadata, configs and run ids; a diverged run turns a
+        non-passing status into ``diverged`` unless the law predicts divergence (``divergence_predicted``)."""
         diverged = [label for label, r in runs.items() if r.outcome == DIVERGED]
-        if diverged and status != PASS:
+        if diverged and status != PASS and not self.divergence_predicted:
             status = DIVERGED
             summary = f"run(s) {', '.join(diverged)} diverged; " + summary
         meta = {"title": self.title, "pillar": self.pillar, "claim": self.claim, "citation": self.citation,

@@ -9,7 +9,8 @@ from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_co
 from .metrics import accuracy, gradient_norm, loss
 from .probes import (PROBES, Conservation, FeatureAnsatz, GradNorm, Kernels, Loss, Outputs, Parameters, Probe,
                      RepresentationChange, Sharpness, SingularValues, WeightChange, probe_from_dict)
-from .sharpness import SharpnessTracker, sharpness
+from .preconditioner import preconditioner_diagonal
+from .sharpness import SharpnessTracker, layer_blocks, sharpness
 from .trace import TraceEstimate, hessian_trace, trace_estimate
 from .weights import snapshot, weight_change
 
@@ -21,5 +22,5 @@ __all__ = [
     "RepresentationChange", "FeatureAnsatz",
     "Sharpness", "SingularValues", "WeightChange", "probe_from_dict", "empirical_ntk", "kernel_distance",
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",
-    "TraceEstimate", "hessian_trace", "trace_estimate",
+    "TraceEstimate", "hessian_trace", "trace_estimate", "preconditioner_diagonal", "layer_blocks",
 ]

@@ -131,12 +131,16 @@ class Conservation(Probe):
 class Sharpness(Probe):
     """``sharpness/<i>`` (top-k Hessian eigenvalues of the training loss on the first ``subset``
     training examples, all if ``None``), with ``sharpness/matvecs`` and ``sharpness/residual``
-    (max relative residual). Warm-started from the previous measurement."""
+    (max relative residual). Warm-started from the previous measurement. ``preconditioned=True``
+    measures ``lambda_max(P^-1 H)`` with ``P`` from the run's optimizer state instead (Adam, RMSprop:
+    :func:`sharpness` with ``optimizer``), as ``preconditioned_sharpness/<i>``; before the first
+    optimizer step ``P`` is undefined and nothing is recorded."""
 
     k: int = 1
     tol: float = 1e-3
     max_matvecs: int = 200
     subset: int | None = None
+    preconditioned: bool = False
     name: ClassVar[str] = "sharpness"
     _tracker: SharpnessTracker | None = field(default=None, init=False, repr=False)
 
@@ -153,10 +157,14 @@ class Sharpness(Probe):
 
     def measure(self, state: "TrainState") -> dict[str, float]:
         n = self.subset or len(state.x_train)
-        res = self._tracker(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n])
-        out = {f"sharpness/{i}": float(v) for i, v in enumerate(res.values)}
-        out["sharpness/matvecs"] = float(res.matvecs)
-        out["sharpness/residual"] = res.relative_residual
+        optimizer = state.optimizer if self.preconditioned else None
+        if self.preconditioned and (optimizer is None or not optimizer.state):
+            return {}
+        res = self._tracker(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], optimizer)
+        prefix = "preconditioned_sharpness" if self.preconditioned else "sharpness"
+        out = {f"{prefix}/{i}": float(v) for i, v in enumerate(res.values)}
+        out[f"{prefix}/matvecs"] = float(res.matvecs)
+        out[f"{prefix}/residual"] = res.relative_residual
         return out
 
 

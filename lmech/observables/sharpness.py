@@ -1,17 +1,21 @@
 """Sharpness: the top Hessian eigenvalues of a loss, by Lanczos on Hessian-vector products."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
 from ._lanczos import EigenResult, lanczos_top
 from ._params import LossFn
 from .hessian import HessianOperator
+from .preconditioner import preconditioner_diagonal
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, k: int = 1, *,
               tol: float = 1e-3, max_matvecs: int = 200, warm_start: EigenResult | torch.Tensor | None = None,
-              seed: int = 0) -> EigenResult:
+              seed: int = 0, optimizer: torch.optim.Optimizer | None = None,
+              params: Sequence[str] | None = None) -> EigenResult:
     """Top-``k`` eigenvalues of the Hessian of ``loss_fn(model(x), y)``, descending, with eigenvectors.
 
     ``S = lambda_max(H)`` is the sharpness of Cohen et al. (2021, arXiv:2103.00065): GD with step
@@ -27,12 +31,35 @@ def sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tenso
     (:attr:`EigenResult.warm_block`, ``k + 1`` products up front) or from given vectors (rows of a
     tensor; fewer than ``k + 1`` rows carry no guard and use the residual bound ``r`` as the estimate).
     Tracking along a trajectory this way is cheap; see :class:`SharpnessTracker`.
+
+    ``optimizer`` (Adam, AdamW, RMSprop or SGD, after at least one step) gives the *preconditioned*
+    sharpness ``lambda_max(P^-1 H)``, computed as the top eigenvalue of the symmetric ``P^-1/2 H P^-1/2``
+    with ``P`` read from the optimizer's state (:func:`preconditioner_diagonal`); its stability threshold
+    is :func:`lmech.theory.stability_threshold` (38/eta for Adam at beta1 = 0.9; Cohen et al. 2022,
+    arXiv:2207.14484). Eigenvectors are then those of ``P^-1/2 H P^-1/2``. ``params`` (parameter names)
+    restricts ``H`` to its diagonal block for those parameters, e.g. one layer's (:func:`layer_blocks`).
     """
-    op = HessianOperator(model, loss_fn, x, y)
+    op = HessianOperator(model, loss_fn, x, y, params=params)
+    matvec = op.matvec
+    if optimizer is not None:
+        scale = preconditioner_diagonal(optimizer, model, op.flat).rsqrt()
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            return scale * op.matvec(scale * v)
     v0 = warm_start.warm_block if isinstance(warm_start, EigenResult) else warm_start
     gen = torch.Generator().manual_seed(seed)
-    return lanczos_top(op.matvec, op.dim, k, v0=v0, tol=tol, max_matvecs=max_matvecs, dtype=op.dtype,
+    return lanczos_top(matvec, op.dim, k, v0=v0, tol=tol, max_matvecs=max_matvecs, dtype=op.dtype,
                        device=op.device, generator=gen)
+
+
+def layer_blocks(model: nn.Module) -> dict[str, list[str]]:
+    """Trainable parameter names grouped by the module that owns them (``{"layers.0": ["layers.0.weight",
+    "layers.0.bias"], ...}``): the per-layer diagonal Hessian blocks for ``sharpness(..., params=block)``."""
+    blocks: dict[str, list[str]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            blocks.setdefault(name.rpartition(".")[0], []).append(name)
+    return blocks
 
 
 class SharpnessTracker:
@@ -47,15 +74,18 @@ class SharpnessTracker:
     ...         s = float(tracker(model, loss_fn, x, y))
     """
 
-    def __init__(self, k: int = 1, *, tol: float = 1e-3, max_matvecs: int = 200, seed: int = 0) -> None:
-        self.k, self.tol, self.max_matvecs, self.seed = k, tol, max_matvecs, seed
+    def __init__(self, k: int = 1, *, tol: float = 1e-3, max_matvecs: int = 200, seed: int = 0,
+                 params: Sequence[str] | None = None) -> None:
+        self.k, self.tol, self.max_matvecs, self.seed, self.params = k, tol, max_matvecs, seed, params
         self.last: EigenResult | None = None
         self.calls = 0
         self.matvecs = 0
 
-    def __call__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> EigenResult:
+    def __call__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                 optimizer: torch.optim.Optimizer | None = None) -> EigenResult:
+        """:func:`sharpness` warm-started from the previous call (preconditioned by ``optimizer`` if given)."""
         result = sharpness(model, loss_fn, x, y, self.k, tol=self.tol, max_matvecs=self.max_matvecs,
-                           warm_start=self.last, seed=self.seed)
+                           warm_start=self.last, seed=self.seed, optimizer=optimizer, params=self.params)
         self.last = result
         self.calls += 1
         self.matvecs += result.matvecs

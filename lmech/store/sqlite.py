@@ -4,7 +4,9 @@ Tables: ``systems(id, config)``, ``runs(id, system_id, probes, outcome, ...)``,
 ``metrics(run_id, step, name, value)``, ``arrays(run_id, step, name, data)`` (``.npy`` bytes of
 array-valued measurements such as kernels) and ``verdicts(law, scale, status, ..., data)``.
 A finished run is written in one transaction, so an interrupted sweep loses only the run in
-flight and never leaves a partial run behind.
+flight and never leaves a partial run behind. A run recorded incrementally (``append_run``, used by
+the :class:`~lmech.Tracker`) keeps status ``running`` until it is finished, with every appended
+measurement committed.
 """
 from __future__ import annotations
 
@@ -103,21 +105,38 @@ class Store:
 
     def save_run(self, result: RunResult) -> None:
         """Write the system, the run and all its metrics atomically (replacing a run with the same id)."""
-        system_id = stable_hash(result.system)
         with self._db:  # one transaction: all or nothing
-            self._db.execute("INSERT OR IGNORE INTO systems (id, config) VALUES (?, ?)",
-                             (system_id, json.dumps(result.system, sort_keys=True)))
             self._db.execute("DELETE FROM runs WHERE id = ?", (result.run_id,))
-            self._db.execute(
-                "INSERT INTO runs (id, system_id, probes, status, outcome, diverged_step, wall_time, versions, finished)"
-                " VALUES (?, ?, ?, 'finished', ?, ?, ?, ?, ?)",
-                (result.run_id, system_id, json.dumps(result.probes, sort_keys=True), result.outcome,
-                 result.diverged_step, result.wall_time, json.dumps(result.versions), time.time()),
-            )
-            self._db.executemany("INSERT INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)",
-                                 ((result.run_id, s, n, _finite_or_none(v)) for s, n, v in result.records))
-            self._db.executemany("INSERT INTO arrays (run_id, step, name, data) VALUES (?, ?, ?, ?)",
-                                 ((result.run_id, s, n, _npy_bytes(a)) for s, n, a in result.arrays))
+            self._write_row(result, "finished")
+            self._insert(result.run_id, result.records, result.arrays)
+
+    def append_run(self, result: RunResult, records: list[tuple[int, str, float]],
+                   arrays: list[tuple[int, str, np.ndarray]] = (), *, finished: bool = False) -> None:
+        """Add ``records``/``arrays`` to a run recorded incrementally (e.g. by a :class:`~lmech.Tracker`) and
+        update its row from ``result`` (outcome, wall time), in one transaction; measurements already
+        appended stay if the process dies later. ``has_run``/``load_run`` see the run once ``finished``."""
+        with self._db:
+            self._write_row(result, "finished" if finished else "running")
+            self._insert(result.run_id, records, arrays)
+
+    def _write_row(self, result: RunResult, status: str) -> None:
+        system_id = stable_hash(result.system)
+        self._db.execute("INSERT OR IGNORE INTO systems (id, config) VALUES (?, ?)",
+                         (system_id, json.dumps(result.system, sort_keys=True)))
+        self._db.execute(
+            "INSERT INTO runs (id, system_id, probes, status, outcome, diverged_step, wall_time, versions, finished)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+            "outcome = excluded.outcome, diverged_step = excluded.diverged_step, wall_time = excluded.wall_time, "
+            "finished = excluded.finished",
+            (result.run_id, system_id, json.dumps(result.probes, sort_keys=True), status, result.outcome,
+             result.diverged_step, result.wall_time, json.dumps(result.versions), time.time()),
+        )
+
+    def _insert(self, run_id: str, records, arrays) -> None:
+        self._db.executemany("INSERT INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)",
+                             ((run_id, s, n, _finite_or_none(v)) for s, n, v in records))
+        self._db.executemany("INSERT INTO arrays (run_id, step, name, data) VALUES (?, ?, ?, ?)",
+                             ((run_id, s, n, _npy_bytes(a)) for s, n, a in arrays))
 
     def load_run(self, run_id: str) -> RunResult | None:
         row = self._db.execute(

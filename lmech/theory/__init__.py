@@ -3,8 +3,9 @@ from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
 from .eigenlearning import EigenlearningResult, eigenlearning, eigenlearning_from_kernel, kernel_eigensystem, solve_kappa
 from .kernels import nngp_ntk
 from .linearized import kernel_regression, linearized_gd
-from .stability import adam_threshold, gd_threshold, heavy_ball_threshold
+from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stability_threshold
 
 __all__ = ["nngp_ntk", "kernel_regression", "linearized_gd", "EigenlearningResult", "eigenlearning",
            "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "learning_time", "mode_ode",
-           "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold"]
+           "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",
+           "stability_threshold"]

@@ -1,0 +1,151 @@
+"""Tracker: lmech's observables on an ordinary PyTorch training loop, recorded into the store every k steps."""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..observables._params import LossFn
+from ..observables.metrics import loss as full_loss
+from ..observables.probes import Loss, Probe, Sharpness
+from ..observables.weights import snapshot
+from ..store.sqlite import Store
+from ..systems._validate import positive_int
+from .result import COMPLETED, DIVERGED, RunResult
+from .state import TrainState
+from .trainer import _record, versions
+
+_ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+
+
+def default_probes(optimizer: torch.optim.Optimizer | None) -> list[Probe]:
+    """Training loss and sharpness; for an adaptive optimizer also the preconditioned sharpness."""
+    probes: list[Probe] = [Loss(), Sharpness()]
+    if isinstance(optimizer, _ADAPTIVE):
+        probes.append(Sharpness(preconditioned=True))
+    return probes
+
+
+class Tracker:
+    """Measure ``probes`` on ``model`` every ``every`` optimizer steps of a loop you write, and store them.
+
+    Two lines added to a plain loop (``x, y``: a fixed measurement batch, e.g. 1000 training examples;
+    the loss is the one you train with, mean over examples)::
+
+        tracker = lmech.Tracker(model, loss_fn, x, y, optimizer=opt, every=10, store="runs.db")
+        for step in range(steps):
+            opt.zero_grad(); loss_fn(model(xb), yb).backward(); opt.step()
+            tracker.step()
+        tracker.close()  # or use ``with lmech.Tracker(...) as tracker:``
+
+    ``tracker.step()`` counts one update and measures after updates 0 (at construction), ``every``,
+    ``2 every``, ...; ``autostep=True`` instead hooks ``optimizer.step`` so the loop needs no change.
+    Default probes: training loss, sharpness (warm-started Lanczos) and, for Adam/AdamW/RMSprop, the
+    preconditioned sharpness ``lambda_max(P^-1 H)``; any engine :class:`~lmech.Probe` works. Measurements
+    go to :attr:`result` (a :class:`~lmech.RunResult`) and, with ``store``, are appended to the SQLite store
+    at each measurement (nothing recorded is lost if the loop dies). A non-finite loss on the measurement
+    batch ends tracking with outcome ``"diverged"``. :attr:`overhead` is the measured time spent measuring
+    divided by the time spent in the loop itself (recorded as ``tracker/overhead`` on close).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
+                 optimizer: torch.optim.Optimizer | None = None, every: int = 10,
+                 probes: Sequence[Probe] | None = None, store: Store | str | Path | None = None,
+                 name: str = "tracked", autostep: bool = False, x_test: torch.Tensor | None = None,
+                 y_test: torch.Tensor | None = None) -> None:
+        positive_int("every", every)
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) != len(y) or len(x) == 0:
+            raise ValueError("x and y must be tensors with the same nonzero number of examples (a measurement batch)")
+        if autostep and optimizer is None:
+            raise ValueError("autostep=True hooks optimizer.step: pass optimizer=")
+        self.every = every
+        self.probes = list(probes) if probes is not None else default_probes(optimizer)
+        empty = x[:0]
+        self.state = TrainState(0, model, loss_fn, x, y, empty if x_test is None else x_test,
+                                y[:0] if y_test is None else y_test, False, snapshot(model), optimizer)
+        system = {"tracked": name, "model": type(model).__name__,
+                  "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  "optimizer": None if optimizer is None else type(optimizer).__name__,
+                  "optimizer_defaults": None if optimizer is None else _plain(optimizer.defaults),
+                  "measurement_examples": len(x), "every": every}
+        self.result = RunResult(f"{name}-{uuid.uuid4().hex[:12]}", system, [p.to_dict() for p in self.probes],
+                                versions=versions())
+        self._owns_store = store is not None and not isinstance(store, Store)
+        self.store = Store(store) if self._owns_store else store
+        self.measure_seconds = 0.0
+        self._start = time.perf_counter()
+        self._hook = optimizer.register_step_post_hook(lambda *_: self.step()) if autostep else None
+        for p in self.probes:
+            p.reset()
+        self._measure()
+
+    @property
+    def steps(self) -> int:
+        return self.state.step
+
+    @property
+    def active(self) -> bool:
+        return self.result.outcome == COMPLETED
+
+    @property
+    def overhead(self) -> float:
+        """Time measuring / time in the training loop (wall time since construction minus measuring)."""
+        loop = time.perf_counter() - self._start - self.measure_seconds
+        return self.measure_seconds / loop if loop > 0 else math.nan
+
+    def step(self) -> None:
+        """Count one optimizer update; measure if the count is a multiple of ``every``."""
+        if not self.active:
+            return
+        self.state.step += 1
+        if self.state.step % self.every == 0:
+            self._measure()
+
+    def _measure(self) -> None:
+        start = time.perf_counter()
+        n_records, n_arrays = len(self.result.records), len(self.result.arrays)
+        value = full_loss(self.state.model, self.state.loss_fn, self.state.x_train, self.state.y_train)
+        if not math.isfinite(value):
+            self.result.records.append((self.state.step, "loss/train", value))
+            self.result.outcome, self.result.diverged_step = DIVERGED, self.state.step
+        else:
+            for probe in self.probes:
+                _record(self.result, self.state.step, probe.measure(self.state))
+        self.measure_seconds += time.perf_counter() - start
+        self.result.wall_time = time.perf_counter() - self._start
+        self._flush(self.result.records[n_records:], self.result.arrays[n_arrays:], finished=not self.active)
+
+    def _flush(self, records: list, arrays: list, finished: bool) -> None:
+        if self.store is not None:
+            self.store.append_run(self.result, records, arrays, finished=finished)
+
+    def close(self) -> RunResult:
+        """Stop tracking (remove the hook), record ``tracker/overhead``, mark the run finished; returns :attr:`result`."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self.result.wall_time = time.perf_counter() - self._start
+        tail = [(self.state.step, "tracker/overhead", self.overhead),
+                (self.state.step, "tracker/measure_seconds", self.measure_seconds)]
+        self.result.records.extend(tail)
+        self._flush(tail, [], finished=True)
+        if self._owns_store:
+            self.store.close()
+        return self.result
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _plain(d: dict) -> dict:
+    """JSON-safe copy of optimizer defaults (tuples to lists, tensors and other objects to str)."""
+    return {k: (list(v) if isinstance(v, tuple) else v if isinstance(v, (int, float, bool, str, type(None))) else str(v))
+            for k, v in d.items()}

@@ -1,0 +1,92 @@
+"""Shared law logic of the edge-of-stability family: a (preconditioned) sharpness that rises to an optimizer's
+stability threshold and hovers there, at several step sizes."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from ..engine.result import RunResult
+from ..engine.schedule import Schedule
+from ..observables.probes import Loss, Probe, Sharpness
+from ..systems import MLP, Digits, LearningRule, System, Task
+from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+
+ARCH = MLP(width=100, depth=2, activation="tanh")  # 64-100-100-10: 17,710 parameters
+INIT_SCALE = 0.5  # starts the sharpness (about 5) well below every threshold, so sharpening is visible
+FINAL_FRACTION = 0.5
+REACHED = 0.95
+START_BELOW = 0.9
+
+
+class HoverLaw(Law):
+    """Train digits (MSE, full batch) at each step size of ``settings[scale]`` and compare the median of
+    ``metric`` over the final half of training with ``threshold(lr)``.
+
+    Subclasses set ``settings`` (scale -> ``(n_train, steps, learning rates, measure every k steps)``), ``metric``,
+    ``threshold_name``, ``tolerance`` and implement :meth:`rule` and :meth:`threshold`. The verdict is
+    out-of-regime unless every run starts below ``START_BELOW`` x threshold and first reaches ``REACHED`` x
+    threshold before the final half.
+    """
+
+    settings: ClassVar[dict[str, tuple[int, int, tuple[float, ...], int]]]
+    metric: ClassVar[str] = "sharpness/0"
+    threshold_name: ClassVar[str]
+    tolerance: ClassVar[float]
+
+    def rule(self, lr: float, steps: int) -> LearningRule:
+        raise NotImplementedError
+
+    def threshold(self, lr: float) -> float:
+        raise NotImplementedError
+
+    def probes(self, every: int) -> list[Probe]:
+        preconditioned = self.metric.startswith("preconditioned")
+        return [Sharpness(Schedule(every=every), k=1, preconditioned=preconditioned),
+                Loss(Schedule(every=max(every // 2, 1)))]
+
+    def experiments(self, scale: str) -> list[Experiment]:
+        n, steps, lrs, every = self.settings[scale]
+        data = Digits(n_train=n, n_test=0)
+        return [Experiment(f"eta={lr:g}", System(ARCH, data, Task("mse"), self.rule(lr, steps)), self.probes(every))
+                for lr in lrs]
+
+    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
+        _, total, lrs, _ = self.settings[scale]
+        name, tol = self.threshold_name, self.tolerance
+        checks: list[Check] = []
+        sharp_panel = Panel(f"{self.metric.split('/')[0].replace('_', ' ')} against {name}", "step", "sharpness")
+        loss_panel = Panel("Training loss", "step", "loss", yscale="log")
+        ratio_panel = Panel(f"Final median sharpness / ({name})", "eta", "median S / threshold", xscale="log")
+        ratios, errors, reached = [], [], True
+        for lr in lrs:
+            label = f"eta={lr:g}"
+            run = runs[label]
+            steps, sharp = run.series(self.metric)
+            threshold = self.threshold(lr)
+            sharp_panel.series.append(Series.of(f"{label} measured", steps, sharp, "measured", label))
+            sharp_panel.series.append(Series.of(f"{name} = {threshold:.4g}", [0, total], [threshold, threshold],
+                                                "reference", label))
+            loss_panel.series.append(Series.of(label, *run.series("loss/train"), "measured", label))
+            starts_below = bool(sharp[0] < START_BELOW * threshold)
+            checks.append(Check(f"{label}: initial S / ({name})", float(sharp[0] / threshold),
+                                f"< {START_BELOW:g} (regime: sharpening, not an initial catapult)", starts_below))
+            hits = np.nonzero(sharp >= REACHED * threshold)[0]
+            first = int(steps[hits[0]]) if len(hits) else None
+            in_regime = first is not None and first < (1 - FINAL_FRACTION) * total
+            reached &= in_regime and starts_below
+            checks.append(Check(f"{label}: S first reaches {REACHED:g} x ({name}) at step",
+                                float(first if first is not None else np.nan),
+                                f"< {int((1 - FINAL_FRACTION) * total)} (regime)", in_regime))
+            final = steps >= (1 - FINAL_FRACTION) * total
+            ratio = float(np.median(sharp[final]) / threshold) if final.any() else np.nan
+            ratios.append(ratio)
+            errors.append(abs(ratio - 1))
+            checks.append(Check(f"{label}: median final S / ({name})", ratio, f"1 +- {tol:g}", abs(ratio - 1) <= tol))
+        ratio_panel.series.append(Series.of("measured", lrs, ratios, "measured", "ratio"))
+        ratio_panel.series.append(Series.of(f"theory: S = {name}", lrs, np.ones(len(lrs)), "theory", "ratio"))
+        status = status_from([c for c in checks if "median" in c.name]) if reached else OUT_OF_REGIME
+        summary = f"median final S / ({name}) = " + ", ".join(f"{r:.3f} (eta={lr:g})" for r, lr in zip(ratios, lrs))
+        return self.verdict(scale, runs, status=status, metric=f"max over eta of |median final S / ({name}) - 1|",
+                            error=float(np.nanmax(errors)) if np.isfinite(errors).any() else np.nan, tolerance=tol,
+                            summary=summary, checks=checks, panels=[sharp_panel, ratio_panel, loss_panel])

@@ -1,0 +1,121 @@
+"""Law ``catapult``: GD above 2/lambda0 catapults (loss spike, then lower curvature) up to about 4/lambda0, then diverges."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine.result import DIVERGED, RunResult
+from ..engine.schedule import Schedule
+from ..observables.probes import Loss, Sharpness
+from ..systems import MLP, Digits, LearningRule, System, Task
+from ._kernels import analytic_kernels
+from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .registry import register
+
+# scale -> (width, n_train, steps, grid of eta in units of 2/lambda0 of the infinite-width NTK)
+_SETTINGS = {
+    "quick": (2048, 128, 300, (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.3, 1.6, 1.85, 1.95, 2.05, 2.15, 2.4)),
+    "full": (4096, 256, 600, (0.8, 0.9, 0.94, 0.97, 1.0, 1.03, 1.06, 1.1, 1.3, 1.6, 1.8, 1.9, 1.94, 1.97, 2.0, 2.03,
+                              2.06, 2.1, 2.2, 2.5)),
+}
+_TOL = 0.10
+
+
+def _system(scale: str, c: float) -> System:
+    width, n, steps, _ = _SETTINGS[scale]
+    arch = MLP(width=width, depth=1, activation="linear", bias=False, parameterization="ntk")
+    data = Digits(n_train=n, n_test=0, target="parity")
+    return System(arch, data, Task("mse"), LearningRule(lr=c * 2 / ntk_sharpness(arch, data), steps=steps))
+
+
+def ntk_sharpness(arch: MLP, data: Digits) -> float:
+    """``lambda0 = lambda_max(Theta) / n``: the initial sharpness of the 1/(2n) squared loss at infinite width, from
+    the analytic NTK ``Theta`` on the training inputs (the Gauss-Newton part of the Hessian, ``J^T J / n``, has the
+    nonzero eigenvalues of ``Theta / n``; the residual part vanishes as the width grows)."""
+    probe = System(arch, data, Task("mse"), LearningRule(lr=1.0, steps=0))
+    x = data.load().x_train
+    return float(np.linalg.eigvalsh(analytic_kernels(probe, x)[1])[-1] / len(x))
+
+
+def _classify(run: RunResult) -> str:
+    """``"diverged"``, ``"catapult"`` (the loss rose above its initial value before converging) or ``"monotone"``."""
+    if run.outcome == DIVERGED:
+        return "diverged"
+    _, loss = run.series("loss/train")
+    return "catapult" if np.max(loss[1:]) > loss[0] else "monotone"
+
+
+def _boundary(x: np.ndarray, below: np.ndarray) -> tuple[float, bool]:
+    """Geometric midpoint between the last ``x`` where ``below`` holds and the first where it does not, and
+    whether the split is clean (all ``below`` first)."""
+    if below.all() or not below.any():
+        return float("nan"), False
+    last, first = x[below].max(), x[~below].min()
+    return float(np.sqrt(last * first)), bool(last < first)
+
+
+@register
+class Catapult(Law):
+    id = "catapult"
+    title = "Catapult phase: GD with 2/lambda0 < eta < 4/lambda0 spikes, flattens and converges; above, it diverges"
+    pillar = "solvable settings"
+    claim = ("For a wide two-layer linear network trained by full-batch GD on squared loss, with lambda0 the "
+             "sharpness at initialization: below eta = 2/lambda0 the loss falls monotonically (lazy, kernel-like "
+             "training); for 2/lambda0 < eta < 4/lambda0 the loss first grows (a spike) while the curvature drops, "
+             "until the sharpness is below 2/eta, and then training converges (the catapult phase); above "
+             "4/lambda0 training diverges.")
+    citation = ("Lewkowycz, Bahri, Dyer, Sohl-Dickstein & Gur-Ari 2020, arXiv:2003.02218 "
+                "(eta_max = 4/lambda0 for the two-layer linear model; about 12/lambda0 for ReLU networks)")
+    regime = ("Wide one-hidden-layer linear network in NTK parameterization, no biases, half-MSE with the 1/(2n) "
+              "reduction, full batch; the step-size grid is placed in units of 2/lambda0 of the infinite-width NTK, "
+              "and the thresholds are compared with the measured initial sharpness S0. The three phases must occur "
+              "in order along eta (otherwise out-of-regime).")
+    divergence_predicted = True  # above 4/lambda0 divergence is the predicted outcome, not a failed run
+    tolerance_note = (f"Located thresholds (geometric midpoints between neighbouring grid points) within {_TOL:.0%} "
+                      "of 2/S0 and 4/S0; every catapult run ends with sharpness below 2/eta.")
+
+    def experiments(self, scale: str) -> list[Experiment]:
+        steps = _SETTINGS[scale][2]
+        probes = [Loss(Schedule(every=1)), Sharpness(Schedule(at=(0, steps)), k=1)]
+        return [Experiment(f"c={c:g}", _system(scale, c), probes) for c in _SETTINGS[scale][3]]
+
+    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
+        grid = np.array(_SETTINGS[scale][3])
+        labels = [f"c={c:g}" for c in grid]
+        lrs = np.array([runs[lb].system["rule"]["lr"] for lb in labels])
+        s0 = float(np.median([runs[lb].series("sharpness/0")[1][0] for lb in labels]))
+        x = lrs * s0 / 2  # eta in units of 2/S0: the catapult band is (1, 2)
+        phase = np.array([_classify(runs[lb]) for lb in labels])
+        lower, clean_lower = _boundary(x, phase == "monotone")
+        upper, clean_upper = _boundary(x, phase != "diverged")
+        checks = [
+            Check("lower threshold eta S0 / 2 (monotone -> catapult)", lower, f"1 +- {_TOL:g}", abs(lower - 1) <= _TOL),
+            Check("upper threshold eta S0 / 2 (catapult -> diverged)", upper, f"2 +- {2 * _TOL:g}",
+                  abs(upper / 2 - 1) <= _TOL),
+        ]
+        loss_panel = Panel("Training loss (eta in units of 2/S0)", "step", "loss", yscale="log")
+        final_ratio = []
+        for lb, xi, ph in zip(labels, x, phase):
+            run = runs[lb]
+            steps, loss = run.series("loss/train")
+            ok = np.isfinite(loss)
+            loss_panel.series.append(Series.of(f"eta S0/2 = {xi:.2f} ({ph})", steps[ok], loss[ok], "measured", lb))
+            if ph == "catapult":
+                sharp_steps, sharp = run.series("sharpness/0")
+                ratio = float(sharp[-1] * run.system["rule"]["lr"] / 2)
+                final_ratio.append((xi, ratio))
+                checks.append(Check(f"{lb} (eta S0/2 = {xi:.2f}): final S / (2/eta)", ratio, "< 1", ratio < 1))
+        phase_panel = Panel("Phase and final sharpness against the step size", "eta S0 / 2", "final S eta / 2")
+        if final_ratio:
+            phase_panel.series.append(Series.of("catapult runs: final S / (2/eta)", *zip(*final_ratio), "measured", "f"))
+        phase_panel.series.append(Series.of("lazy: S = S0 (S eta/2 = eta S0/2)", [x.min(), 1], [x.min(), 1], "theory", "t"))
+        phase_panel.series.append(Series.of("2/eta", [x.min(), x.max()], [1, 1], "reference", "r"))
+        for bound, name in ((1.0, "2/S0"), (2.0, "4/S0")):
+            phase_panel.series.append(Series.of(f"theory threshold {name}", [bound, bound], [0, 1.2], "theory", name))
+        in_regime = clean_lower and clean_upper and (phase == "catapult").any()
+        status = status_from(checks) if in_regime else OUT_OF_REGIME
+        summary = (f"S0 = {s0:.4g} (infinite-width NTK: {2 * grid[0] / lrs[0]:.4g}); "
+                   f"thresholds located at eta S0/2 = {lower:.3f} (theory 1) and {upper:.3f} (theory 2); phases: "
+                   + ", ".join(f"{xi:.2f}:{ph[0]}" for xi, ph in zip(x, phase)))
+        return self.verdict(scale, runs, status=status, metric="max relative error of the located thresholds",
+                            error=max(abs(lower - 1), abs(upper / 2 - 1)), tolerance=_TOL, summary=summary,
+                            checks=checks, panels=[loss_panel, phase_panel])

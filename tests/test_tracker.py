@@ -1,0 +1,102 @@
+"""Tracker on an ordinary PyTorch loop: what it records equals independent measurements; store, hooks, divergence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lmech
+from lmech.systems.task import half_mse
+
+
+def _setup(lr=0.01, seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    x = torch.randn(64, 5, dtype=torch.float64)
+    y = torch.randn(64, 2, dtype=torch.float64)
+    return model, torch.optim.Adam(model.parameters(), lr=lr), x, y
+
+
+def _loop(model, opt, x, y, steps, tracker=None, on_step=None):
+    for step in range(steps):
+        opt.zero_grad()
+        half_mse(model(x[step % 4::4]), y[step % 4::4]).backward()
+        opt.step()
+        if tracker is not None:
+            tracker.step()
+        if on_step is not None:
+            on_step(step + 1)
+
+
+def test_tracker_records_what_independent_calls_measure_and_stores_it(tmp_path):
+    model, opt, x, y = _setup()
+    expected = {}
+
+    def reference(step):  # measured independently, outside the tracker, at the steps it should measure
+        if step % 5 == 0:
+            pre = float(lmech.sharpness(model, half_mse, x, y, tol=1e-9, optimizer=opt)) if step else math.nan
+            expected[step] = (half_mse(model(x), y).item(), float(lmech.sharpness(model, half_mse, x, y, tol=1e-9)), pre)
+
+    reference(0)
+    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=5, store=tmp_path / "runs.db")
+    _loop(model, opt, x, y, 20, tracker, reference)
+    run = tracker.close()
+    stored = lmech.Store(tmp_path / "runs.db").load_run(run.run_id)
+    for result in (run, stored):
+        steps, losses = result.series("loss/train")
+        assert list(steps) == [0, 5, 10, 15, 20]
+        assert losses == pytest.approx([expected[s][0] for s in steps], rel=1e-12)
+        assert result.series("sharpness/0")[1] == pytest.approx([expected[s][1] for s in steps], rel=2e-3)
+        pre_steps, pre = result.series("preconditioned_sharpness/0")
+        assert list(pre_steps) == [5, 10, 15, 20]  # P is undefined before Adam's first step
+        assert pre == pytest.approx([expected[s][2] for s in pre_steps], rel=2e-3)
+    assert 0 < run.last("tracker/overhead") < math.inf
+
+
+def test_autostep_hook_records_the_same_as_manual_steps():
+    runs = []
+    for autostep in (False, True):
+        model, opt, x, y = _setup()
+        tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=3, probes=[lmech.Loss()], autostep=autostep)
+        _loop(model, opt, x, y, 9, None if autostep else tracker)
+        runs.append(tracker.close())
+        opt.step()  # the hook is removed on close: no further measurement
+        assert tracker.steps == 9
+    assert runs[0].series("loss/train")[1] == pytest.approx(runs[1].series("loss/train")[1], rel=1e-12)
+
+
+def test_interrupted_loop_keeps_every_appended_measurement(tmp_path):
+    model, opt, x, y = _setup()
+    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=2, probes=[lmech.Loss()], store=tmp_path / "r.db")
+    with pytest.raises(KeyboardInterrupt):
+        def interrupt(step):
+            if step == 7:
+                raise KeyboardInterrupt
+        _loop(model, opt, x, y, 10, tracker, interrupt)
+    store = lmech.Store(tmp_path / "r.db")
+    rows = [r for r in store.iter_metrics(tracker.result.run_id) if r[2] == "loss/train"]
+    assert [r[1] for r in rows] == [0, 2, 4, 6]
+    assert store.load_run(tracker.result.run_id) is None  # not finished
+
+
+def test_diverging_loop_is_an_outcome_not_a_crash(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).double()
+    x, y = torch.randn(32, 3, dtype=torch.float64) * 10, torch.randn(32, 1, dtype=torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # far above 2/S
+    with lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=1, store=tmp_path / "d.db") as tracker:
+        _loop(model, opt, x, y, 400, tracker)
+    assert tracker.result.outcome == "diverged"
+    assert tracker.result.diverged_step < 400
+    assert lmech.Store(tmp_path / "d.db").load_run(tracker.result.run_id).outcome == "diverged"
+
+
+def test_bad_tracker_input_names_the_field():
+    model, opt, x, y = _setup()
+    with pytest.raises(ValueError, match="every"):
+        lmech.Tracker(model, half_mse, x, y, every=0)
+    with pytest.raises(ValueError, match="autostep"):
+        lmech.Tracker(model, half_mse, x, y, autostep=True)
+    with pytest.raises(ValueError, match="same nonzero number"):
+        lmech.Tracker(model, half_mse, x, y[:3])
