@@ -8,7 +8,7 @@ from .engine import RunResult, Schedule, Tracker, TrainState, run_id, train
 from .laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict, get_law, register
 from .observables import *  # noqa: F401,F403
 from .observables import __all__ as _observables
-from .report import render_report, write_report
+from .report import plot_density, render_report, write_report
 from .runner import check, run_experiment
 from .store import Store
 from .systems import *  # noqa: F401,F403
@@ -17,5 +17,5 @@ from .theory import *  # noqa: F401,F403
 from .theory import __all__ as _theory
 
 __all__ = ["__version__", "laws", "theory", "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train", "LAWS", "Check",
-           "Experiment", "Law", "Panel", "Series", "Verdict", "get_law", "register", "render_report", "write_report",
+           "Experiment", "Law", "Panel", "Series", "Verdict", "get_law", "register", "plot_density", "render_report", "write_report",
            "check", "run_experiment", "Store", *_observables, *_systems, *_theory]

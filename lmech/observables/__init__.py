@@ -1,6 +1,7 @@
 """Observables: coarse statistics of a model, usable on any ``nn.Module`` + loss + data, and as engine probes."""
 from ._lanczos import EigenResult
 from .conservation import balancedness, linear_layers, neuron_balance, relative_drift
+from .density import SpectralDensity, hessian_density, lanczos_tridiagonal, spectral_density
 from .features import (agop, matrix_correlation, neural_feature_matrix, nfa_correlation, nfa_scores, psd_power,
                        readout_kernel, representation_change)
 from .hessian import HessianOperator, hvp
@@ -22,5 +23,6 @@ __all__ = [
     "RepresentationChange", "FeatureAnsatz",
     "Sharpness", "SingularValues", "WeightChange", "probe_from_dict", "empirical_ntk", "kernel_distance",
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",
-    "TraceEstimate", "hessian_trace", "trace_estimate", "preconditioner_diagonal", "layer_blocks",
+    "TraceEstimate", "hessian_trace", "trace_estimate", "SpectralDensity", "hessian_density", "lanczos_tridiagonal",
+    "spectral_density", "preconditioner_diagonal", "layer_blocks",
 ]

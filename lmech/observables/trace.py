@@ -26,12 +26,13 @@ class TraceEstimate:
 
 
 def _rademacher(dim: int, count: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    signs = torch.randint(0, 2, (dim, count), generator=generator, dtype=torch.int64)
+    signs = torch.randint(0, 2, (dim, count), generator=generator, dtype=torch.int8)  # same draws as int64, 8x less memory
     return (2 * signs - 1).to(dtype=like.dtype, device=like.device)
 
 
 def _apply(matvec: Callable[[torch.Tensor], torch.Tensor], block: torch.Tensor) -> torch.Tensor:
-    return torch.stack([matvec(block[:, j]) for j in range(block.shape[1])], dim=1)
+    """``A @ block`` column by column (one product each; on CPU a batched HVP does not pay), on contiguous rows."""
+    return torch.stack([matvec(row) for row in block.T.contiguous()]).T
 
 
 def trace_estimate(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, like: torch.Tensor, *, matvecs: int = 99,
