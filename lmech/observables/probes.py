@@ -20,6 +20,7 @@ from .features import agop, nfa_scores, readout_kernel, representation_change
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
+from .noise import gradient_noise_scale
 from .sharpness import SharpnessTracker
 from .weights import weight_change
 
@@ -275,8 +276,37 @@ class FeatureAnsatz(Probe):
         return {f"agop/{self.layer}": gram, **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
 
 
+@dataclass
+class NoiseScale(Probe):
+    """``noise/b_simple``, ``noise/b_simple_stderr``, ``noise/b_noise``, ``noise/trace_sigma``, ``noise/grad_sq``,
+    ``noise/trace_h_sigma``, ``noise/g_h_g``, ``noise/matvecs``: :func:`gradient_noise_scale` on the first ``points``
+    training examples (all if ``None``); ``hessian_samples=0`` skips the Hessian terms (no ``B_noise``)."""
+
+    points: int | None = 1000
+    hessian_samples: int = 32
+    chunk_size: int = 64
+    name: ClassVar[str] = "noise_scale"
+
+    def __post_init__(self) -> None:
+        if self.points is not None:
+            positive_int("probe.points", self.points, minimum=3)
+        positive_int("probe.hessian_samples", self.hessian_samples, minimum=0)
+        positive_int("probe.chunk_size", self.chunk_size)
+
+    def measure(self, state: "TrainState") -> dict[str, float]:
+        x, y = state.x_train[:self.points], state.y_train[:self.points]
+        est = gradient_noise_scale(state.model, state.loss_fn, x, y, hessian=self.hessian_samples > 0,
+                                   hessian_samples=max(self.hessian_samples, 2), chunk_size=self.chunk_size)
+        out = {"noise/b_simple": est.b_simple, "noise/b_simple_stderr": est.b_simple_stderr,
+               "noise/trace_sigma": est.trace_sigma, "noise/grad_sq": est.grad_sq}
+        if self.hessian_samples:
+            out.update({"noise/b_noise": est.b_noise, "noise/trace_h_sigma": est.trace_h_sigma,
+                        "noise/g_h_g": est.g_h_g, "noise/matvecs": float(est.matvecs)})
+        return out
+
+
 PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
-                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz)}
+                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz, NoiseScale)}
 
 
 def probe_from_dict(d: dict) -> Probe:

@@ -1,0 +1,167 @@
+"""The gradient noise scale: per-example gradient statistics that set the critical batch size.
+
+McCandlish, Kaplan, Amodei et al. 2018 (arXiv:1812.06162, Sec. 2 and App. A); Kaplan et al. 2020
+(arXiv:2001.08361, Sec. 5.1). With ``G`` the gradient of the expected loss, ``Sigma`` the per-example
+gradient covariance and ``H`` the Hessian, a batch of ``B`` examples has ``E ||G_B||^2 = ||G||^2 + tr Sigma / B``,
+and the optimal step improves the loss by a fraction ``1 / (1 + B_noise / B)`` of its noiseless value:
+
+    B_noise = tr(H Sigma) / (G^T H G),        B_simple = tr Sigma / ||G||^2  (H proportional to I).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vmap
+
+from ..systems._validate import positive_int
+from ._params import FlatParams, LossFn, loss_of_params
+
+
+@dataclass(frozen=True)
+class NoiseScaleEstimate:
+    """Unbiased estimates of the noise-scale components from ``n`` examples (see :func:`gradient_noise_scale`).
+
+    ``b_noise``, ``trace_h_sigma`` and ``g_h_g`` are NaN when the Hessian was skipped; ``matvecs`` counts
+    Hessian-vector products. ``b_simple_stderr`` is the jackknife standard error of ``b_simple``;
+    ``trace_h_sigma_stderr`` the sampling error of the subsampled ``tr(H Sigma)``.
+    """
+
+    b_simple: float
+    b_simple_stderr: float
+    b_noise: float
+    trace_sigma: float
+    grad_sq: float
+    trace_h_sigma: float
+    trace_h_sigma_stderr: float
+    g_h_g: float
+    n: int
+    matvecs: int
+
+
+def _grad_chunks(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                 chunk_size: int) -> Iterator[list[torch.Tensor]]:
+    """Per-example gradients, ``chunk_size`` examples at a time, as one ``chunk x size`` block per trainable
+    parameter (in :class:`FlatParams` order): ``vmap(grad)`` over examples, one batched backward pass per chunk
+    and no Python loop per example. Kept per parameter: concatenating to flat rows costs more than the pass."""
+    positive_int("chunk_size", chunk_size)
+    flat = FlatParams(model)
+    params = dict(zip(flat.names, flat.unflatten(flat.vector).values()))
+    buffers = dict(model.named_buffers())
+
+    def example_loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, {**p, **buffers}, (xi[None],)), yi[None])
+
+    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
+    for i in range(0, len(x), chunk_size):
+        grads = per_example(params, x[i:i + chunk_size], y[i:i + chunk_size])
+        yield [grads[n].reshape(len(grads[n]), -1) for n in flat.names]
+
+
+def per_example_grads(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
+                      chunk_size: int = 64) -> torch.Tensor:
+    """The ``n x P`` matrix of per-example gradients ``g_i = grad_theta loss_fn(model(x_i), y_i)`` over the flat
+    trainable parameters (:class:`FlatParams` order), by ``vmap(grad)`` over chunks of ``chunk_size`` examples."""
+    return torch.cat([torch.cat(blocks, 1) for blocks in _grad_chunks(model, loss_fn, x, y, chunk_size)])
+
+
+def _centred_moments(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, chunk_size: int,
+                     pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(gbar, |c_i|^2, gbar . c_i, c_pick)`` in float64 for ``c_i = g_i - gbar``, streaming over chunks of
+    per-example gradients (memory ``chunk_size x P``, never ``n x P``). ``gbar`` is the full-batch gradient (one
+    backward pass; the mean of the ``g_i`` for a mean loss); ``|c_i|^2 = |g_i|^2 - 2 g_i . gbar + |gbar|^2``;
+    ``c_pick`` holds the rows ``pick``. Products are taken in the model's dtype and summed in float64: in float32
+    the cancellation in ``|c_i|^2`` costs ~1e-7 ``|g_i|^2 / |c_i|^2`` relative error (negligible unless
+    ``|gbar| >> |c_i|``)."""
+    flat = FlatParams(model)
+    gbar = grad(loss_of_params(model, loss_fn, x, y, flat))(flat.vector)
+    parts = gbar.split(flat.sizes)
+    sq, dots, rows = [], [], []
+    for i, blocks in enumerate(_grad_chunks(model, loss_fn, x, y, chunk_size)):
+        sq.append(sum(torch.linalg.vector_norm(b, dim=1).double() ** 2 for b in blocks))
+        dots.append(sum((b @ part).double() for b, part in zip(blocks, parts)))
+        local = pick[(pick >= i * chunk_size) & (pick < i * chunk_size + len(blocks[0]))] - i * chunk_size
+        rows.append(torch.cat([b[local] for b in blocks], 1).double())
+    gbar = gbar.double()
+    gbar_sq = gbar @ gbar
+    dots = torch.cat(dots)
+    return gbar, torch.cat(sq) - 2 * dots + gbar_sq, dots - gbar_sq, torch.cat(rows) - gbar
+
+
+def _jackknife_b_simple(norms: torch.Tensor, dots: torch.Tensor, gbar_sq: float) -> float:
+    """Jackknife standard error of ``B_simple`` from ``|c_i|^2`` and ``gbar . c_i`` (``c_i = g_i - gbar``).
+
+    Leaving example ``i`` out moves the mean by ``-c_i / (n - 1)`` and the centred sum of squares to
+    ``sum_j |c_j|^2 - n |c_i|^2 / (n - 1)``; both estimators are recomputed in O(n) from these."""
+    n = len(norms)
+    m = n - 1
+    mean_sq = gbar_sq - 2 * dots / m + norms / m ** 2
+    trace = (norms.sum() - n * norms / m) / (m - 1)
+    b = trace / (mean_sq - trace / m)
+    return float(((m / n) * (b - b.mean()).pow(2).sum()).sqrt())
+
+
+def _hvps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor,
+          chunk_size: int) -> torch.Tensor:
+    """Rows ``H v`` of the full-batch Hessian for each row ``v``: ``vmap`` of forward-over-reverse ``jvp(grad L)``."""
+    flat = FlatParams(model)
+    grad_loss = grad(loss_of_params(model, loss_fn, x, y, flat))
+
+    def hvp(v: torch.Tensor) -> torch.Tensor:
+        return jvp(grad_loss, (flat.vector,), (v,))[1]
+
+    return torch.cat([vmap(hvp)(vectors[i:i + chunk_size]) for i in range(0, len(vectors), chunk_size)])
+
+
+def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
+                         hessian: bool = True, hessian_samples: int = 32, chunk_size: int = 64,
+                         hvp_chunk_size: int = 8, seed: int = 0) -> NoiseScaleEstimate:
+    """``B_simple = tr Sigma / |G|^2`` and ``B_noise = tr(H Sigma) / (G^T H G)`` from the ``n`` examples ``(x, y)``.
+
+    ``loss_fn`` must be a mean over examples, so the full-batch gradient is the mean of the per-example gradients
+    ``g_i`` (``vmap(grad)`` over chunks of ``chunk_size`` examples; memory ``chunk_size x P``). The examples are
+    taken as i.i.d. draws from a data distribution; ``G`` is the gradient of the expected loss under it and
+    ``Sigma`` the covariance of ``g_i``. The estimators are unbiased
+    (McCandlish et al. 2018, arXiv:1812.06162, App. A, with ``B_small = 1``, ``B_big = n``):
+
+    - ``tr Sigma = sum_i |g_i - gbar|^2 / (n - 1)`` (sample covariance);
+    - ``|G|^2 = |gbar|^2 - tr Sigma / n``, since ``E |gbar|^2 = |G|^2 + tr Sigma / n``;
+    - ``tr(H Sigma) = sum_i c_i^T H c_i / (n - 1)`` with ``c_i = g_i - gbar``, estimated from ``hessian_samples``
+      ``c_i`` drawn without replacement and scaled by ``n / m`` (unbiased for the full sum);
+    - ``G^T H G = gbar^T H gbar - tr(H Sigma) / n`` by the same identity with the metric ``H``.
+
+    ``H`` is the full-batch Hessian on the same ``n`` examples, taken as fixed: its correlation with the
+    gradients leaves an O(1/n) bias in the two ``H`` terms. The ratios are ratios of unbiased estimates (biased
+    at O(1/n) by the ratio) and may be negative or infinite when ``|G|^2`` is below its noise ``tr Sigma / n``.
+    If instead the ``n`` examples *are* the population (SGD on exactly this training set, sampling with
+    replacement), the exact values are ``|G|^2 = |gbar|^2`` and ``tr Sigma = sum_i |c_i|^2 / n``: both are
+    recovered from the returned fields as ``grad_sq + trace_sigma / n`` and ``trace_sigma (n - 1) / n``.
+    """
+    n = len(x)
+    if n < 3 or len(y) != n:
+        raise ValueError(f"x and y must hold the same number n >= 3 of examples (unbiased estimates and their "
+                         f"jackknife error need n >= 3); got len(x)={n}, len(y)={len(y)}")
+    positive_int("hessian_samples", hessian_samples, minimum=2)
+    positive_int("hvp_chunk_size", hvp_chunk_size)
+    m = min(hessian_samples, n) if hessian else 0
+    pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:m].sort().values
+    gbar, norms, dots, centred = _centred_moments(model, loss_fn, x, y, chunk_size, pick)
+    gbar_sq = float(gbar @ gbar)
+    trace_sigma = float(norms.sum()) / (n - 1)
+    grad_sq = gbar_sq - trace_sigma / n
+    stderr = _jackknife_b_simple(norms, dots, gbar_sq)
+    nan = float("nan")
+    if not hessian:
+        return NoiseScaleEstimate(trace_sigma / grad_sq, stderr, nan, trace_sigma, grad_sq, nan, nan, nan, n, 0)
+    vectors = torch.cat([centred, gbar[None]]).to(x.dtype)
+    hv = _hvps(model, loss_fn, x, y, vectors, hvp_chunk_size).double()
+    quad = (vectors.double() * hv).sum(1)
+    q = quad[:m]
+    trace_h_sigma = float(q.mean()) * n / (n - 1)
+    fpc = (1 - m / n) if m < n else 0.0  # finite-population correction of subsampling without replacement
+    trace_h_sigma_stderr = float(q.std() * (fpc / m) ** 0.5) * n / (n - 1)
+    g_h_g = float(quad[m]) - trace_h_sigma / n
+    return NoiseScaleEstimate(trace_sigma / grad_sq, stderr, trace_h_sigma / g_h_g, trace_sigma, grad_sq,
+                              trace_h_sigma, trace_h_sigma_stderr, g_h_g, n, m + 1)

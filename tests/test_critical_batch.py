@@ -1,0 +1,43 @@
+"""critical-batch-size at quick scale: passes, fails on a wrong noise scale or wrong step counts; the hyperbola fit."""
+import numpy as np
+import pytest
+from conftest import distorted
+
+import lmech.laws.critical_batch  # noqa: F401  (registers the law)
+from lmech.laws import FAIL, LAWS, PASS
+from lmech.laws.critical_batch import fit_hyperbola
+
+LAW_ID = "critical-batch-size"
+
+
+def test_fit_recovers_an_exact_hyperbola():
+    b = np.array([4.0, 16.0, 64.0, 256.0, 1024.0])
+    s_min, e_min = 37.0, 5200.0
+    s = s_min + e_min / b
+    assert ((s / s_min - 1) * (b * s / e_min - 1)) == pytest.approx(np.ones(5))  # the same law in (S, E) form
+    fit_s, fit_e, r2 = fit_hyperbola(b, s)
+    assert fit_s == pytest.approx(s_min, rel=1e-9) and fit_e == pytest.approx(e_min, rel=1e-9)
+    assert r2 == pytest.approx(1.0, abs=1e-12)
+
+
+def test_passes_at_quick_scale(quick_runs):
+    law = LAWS[LAW_ID]
+    verdict = law.evaluate(quick_runs[LAW_ID], "quick")
+    assert verdict.status == PASS, verdict.summary
+    checks = {c.name: c for c in verdict.checks}
+    assert checks["hyperbola R^2 (log S)"].value > 0.95
+    assert 1 / 3 <= checks["B_crit / B_simple at the target loss"].value <= 3
+
+
+def test_fails_on_a_wrong_noise_scale_or_wrong_steps(quick_runs):
+    law = LAWS[LAW_ID]
+    runs = quick_runs[LAW_ID]
+    assert law.evaluate(distorted(runs, "noise/b_simple", lambda lb, v: 30 * v), "quick").status == FAIL
+    # runs at B = 16 and 64 reach each loss 3x later (recorded steps stretched): S(B) zigzags, no hyperbola
+    warped = distorted(runs, "loss/train", lambda lb, v: v)
+    for label, run in warped.items():
+        factor = 3 if label.split()[0] in ("B=16", "B=64") else 1
+        run.records = [(s * factor, n, v) if n == "loss/train" else (s, n, v) for s, n, v in run.records]
+    verdict = law.evaluate(warped, "quick")
+    assert verdict.status == FAIL
+    assert not {c.name: c for c in verdict.checks}["hyperbola R^2 (log S)"].ok
