@@ -8,9 +8,8 @@ import lmech.laws.batch_scaling  # noqa: F401  (registration)
 from lmech.engine.result import RunResult
 from lmech.engine.trainer import _batches
 from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
-from lmech.laws.batch_scaling import crossing, matched_grid, noise_scale_at_init, on_examples, relative_gap, scaled_rule
-from lmech.systems import MLP, Digits, LearningRule, System, Task
-from lmech.systems.networks import build_model
+from lmech.laws.batch_scaling import crossing, matched_grid, on_examples, relative_gap, scaled_rule
+from lmech.systems import LearningRule
 
 
 def _is_base(label: str) -> bool:
@@ -118,19 +117,3 @@ def test_coupled_batches_are_unions_of_consecutive_base_batches():
     small, large = _batches(40, 4, seed=3), _batches(40, 8, seed=3)
     for _ in range(10):  # two epochs
         assert sorted(large().tolist()) == sorted(torch.cat([small(), small()]).tolist())
-
-
-def test_noise_scale_matches_a_per_example_loop():
-    system = System(MLP(width=4), Digits(n_train=12, n_test=0), Task("mse"), LearningRule(lr=0.1, steps=1))
-    data = system.data.load()
-    model = build_model(system.architecture, data, init="normal", init_scale=1.0, seed=0, dtype=torch.float32)
-    x = torch.as_tensor(data.x_train, dtype=torch.float32)
-    y = system.task.targets(torch.as_tensor(data.y_train), 10, torch.float32)
-    grads = []
-    for i in range(len(x)):
-        model.zero_grad()
-        system.task.loss_fn(model(x[i:i + 1]), y[i:i + 1]).backward()
-        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
-    g = torch.stack(grads)
-    expected = ((g - g.mean(0)).pow(2).sum(1).mean() / g.mean(0).pow(2).sum()).item()
-    assert noise_scale_at_init(system, chunk=5) == pytest.approx(expected, rel=1e-4)

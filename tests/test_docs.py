@@ -4,6 +4,7 @@ import re
 import numpy as np
 from pathlib import Path
 
+import lmech
 from lmech.cli import catalogue_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -15,16 +16,27 @@ def test_catalogue_matches_registry():
     assert block == catalogue_markdown()
 
 
-def test_python_examples_run():
+def test_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
     median = float(__import__("numpy").median(namespace["sharpness"][-10:]))
     assert abs(median / namespace["threshold"] - 1) < 0.15  # the example shows the edge of stability
-    assert namespace["tracker"].calls == 5
+    assert namespace["warm"].calls == 5
     emp, ntk = namespace["emp"].numpy(), namespace["ntk"]
     assert np.linalg.norm(emp - ntk) / np.linalg.norm(ntk) < 0.15  # one 1024-wide network: ~2.2 x 2 / sqrt(1024)
     assert namespace["f_t"].shape == (3, 200, 1)
     assert np.all(np.diff(namespace["curve"].test_mse) < 0)  # more data, lower predicted error
+    # the curvature example: 11 tracked measurements (steps 0, 10, ..., 100); a diagonal block's top eigenvalue
+    # is at most the full Hessian's (Cauchy interlacing); Hutch++ agrees with Hutchinson within their errors
+    assert len(namespace["run"].series("loss/train")[1]) == 11
+    model, x, y = namespace["model"], namespace["x"], namespace["y"]
+    full = float(lmech.sharpness(model, lmech.half_mse, x, y, tol=1e-6))
+    assert max(namespace["per_layer"].values()) <= full * (1 + 1e-3)
+    other = lmech.hessian_trace(model, lmech.half_mse, x, y, matvecs=200, method="hutchinson", seed=1)
+    trace = namespace["trace"]
+    assert abs(other.value - trace.value) < 4 * (other.stderr ** 2 + trace.stderr ** 2) ** 0.5
+    assert namespace["noise"].b_simple > 0 and namespace["density"].probes == 4

@@ -3,6 +3,6 @@ from .result import COMPLETED, DIVERGED, RunResult
 from .schedule import Schedule
 from .state import TrainState
 from .tracker import Tracker
-from .trainer import run_id, train
+from .trainer import initial_state, run_id, train
 
-__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train"]
+__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "Tracker", "initial_state", "run_id", "train"]

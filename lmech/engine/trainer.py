@@ -54,17 +54,12 @@ def _batches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Te
     return next_batch
 
 
-def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",
-          progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Train ``system`` for ``system.rule.steps`` updates and measure ``probes`` on their schedules.
-
-    Probes at step ``s`` see the parameters after ``s`` updates (step 0 is the init). The run is
-    deterministic for a seed on CPU. A non-finite training loss ends the run with outcome
-    ``"diverged"`` and its step; measurements taken before it are kept.
-    """
+def initial_state(system: System, device: str | torch.device = "cpu") -> TrainState:
+    """Step 0 of ``system``: the initialized model and the data as tensors (targets as the loss consumes them),
+    exactly as :func:`train` starts from them (same seed, dtype and device); ``optimizer`` is not set.
+    Theory that integrates from the init (e.g. the central flow) builds its model with this."""
     rule = system.rule
     dtype = rule.torch_dtype
-    start = time.perf_counter()
     data = system.data.load()
     device = torch.device(device)
 
@@ -76,9 +71,23 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     y_test = system.task.targets(tensor(data.y_test), data.n_classes, dtype)
     model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale,
                         seed=rule.seed, dtype=dtype).to(device)
-    optimizer = _optimizer(system, model.parameters())
-    state = TrainState(0, model, system.task.loss_fn, tensor(data.x_train), y_train, tensor(data.x_test), y_test,
-                       data.n_classes is not None, snapshot(model), optimizer)
+    return TrainState(0, model, system.task.loss_fn, tensor(data.x_train), y_train, tensor(data.x_test), y_test,
+                      data.n_classes is not None, snapshot(model))
+
+
+def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",
+          progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Train ``system`` for ``system.rule.steps`` updates and measure ``probes`` on their schedules.
+
+    Probes at step ``s`` see the parameters after ``s`` updates (step 0 is the init). The run is
+    deterministic for a seed on CPU. A non-finite training loss ends the run with outcome
+    ``"diverged"`` and its step; measurements taken before it are kept.
+    """
+    rule = system.rule
+    start = time.perf_counter()
+    state = initial_state(system, device)
+    model = state.model
+    optimizer = state.optimizer = _optimizer(system, model.parameters())
     for p in probes:
         p.reset()
     when = [p.schedule.steps(rule.steps) for p in probes]

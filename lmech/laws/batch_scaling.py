@@ -14,15 +14,14 @@ import dataclasses
 from functools import lru_cache
 
 import numpy as np
-import torch
-from torch.func import functional_call, grad, vmap
 
 from ..engine.result import RunResult
 from ..engine.schedule import Schedule
+from ..engine.trainer import initial_state
+from ..observables.noise import gradient_noise_scale
 from ..observables.probes import Loss, Parameters, Probe
 from ..observables.sharpness import sharpness
 from ..systems import MLP, MNIST1D, LearningRule, System, Task
-from ..systems.networks import build_model
 from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from
 from .registry import register
 
@@ -118,40 +117,19 @@ def crossing(ks: list[int], gaps: list[float], tol: float) -> float | None:
     return float(k0 * (k1 / k0) ** fraction)
 
 
-def _init_state(system: System) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    rule, data = system.rule, system.data.load()
-    model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale, seed=rule.seed,
-                        dtype=rule.torch_dtype)
-    x = torch.as_tensor(data.x_train, dtype=rule.torch_dtype)
-    y = system.task.targets(torch.as_tensor(data.y_train), data.n_classes, rule.torch_dtype)
-    return model, x, y
-
-
 @lru_cache(maxsize=8)
 def sharpness_at_init(system: System) -> float:
     """``S_0 = lambda_max`` of the training-loss Hessian at the init (Lanczos, :func:`sharpness`)."""
-    model, x, y = _init_state(system)
-    return float(sharpness(model, system.task.loss_fn, x, y).values[0])
+    state = initial_state(system)
+    return float(sharpness(state.model, state.loss_fn, state.x_train, state.y_train).values[0])
 
 
 @lru_cache(maxsize=8)
-def noise_scale_at_init(system: System, chunk: int = 500) -> float:
-    """``B_simple = tr Sigma / ||G||^2`` at the init (McCandlish et al. 2018, arXiv:1812.06162), from per-example
-    gradients ``g_i`` over the training set: ``G = mean g_i``, ``tr Sigma = mean ||g_i||^2 - ||G||^2``."""
-    model, x, y = _init_state(system)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    loss_fn = system.task.loss_fn
-
-    def example_loss(p: dict, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(model, p, (xi[None],)), yi[None])
-
-    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
-    total, square = 0.0, 0.0
-    for i in range(0, len(x), chunk):
-        g = torch.cat([v.reshape(len(v), -1) for v in per_example(params, x[i:i + chunk], y[i:i + chunk]).values()], 1)
-        total, square = total + g.double().sum(0), square + g.double().pow(2).sum()
-    mean = total / len(x)
-    return float((square / len(x) - mean.pow(2).sum()) / mean.pow(2).sum())
+def noise_scale_at_init(system: System) -> float:
+    """``B_simple = tr Sigma / ||G||^2`` at the init over the training set (:func:`gradient_noise_scale`, unbiased;
+    McCandlish et al. 2018, arXiv:1812.06162)."""
+    state = initial_state(system)
+    return gradient_noise_scale(state.model, state.loss_fn, state.x_train, state.y_train, hessian=False).b_simple
 
 
 def _probes(rule: LearningRule, spacing: int) -> list[Probe]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import torch
 
 from ..engine.result import RunResult
 from ..engine.schedule import Schedule
 from ..observables.probes import GradNorm, Loss, Sharpness
-from ..systems import MLP, Digits, LearningRule, System, Task, build_model
+from ..engine.trainer import initial_state
+from ..systems import MLP, Digits, LearningRule, System, Task
 from ..theory.central_flow import CentralFlowResult, central_flow, moving_average
 from ..theory.stability import gd_threshold
 from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
@@ -31,20 +31,11 @@ REACHED = 0.95
 LOSS_TOL, SIGMA_TOL, SHARPNESS_TOL = 0.10, 0.20, 0.10
 
 
-def _flow_inputs(system: System) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The model at init and the training set, built exactly as :func:`lmech.engine.trainer.train` builds them."""
-    rule, data = system.rule, system.data.load()
-    model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale, seed=rule.seed,
-                        dtype=rule.torch_dtype)
-    x = torch.as_tensor(data.x_train).to(rule.torch_dtype)
-    y = system.task.targets(torch.as_tensor(data.y_train), data.n_classes, rule.torch_dtype)
-    return model, x, y
-
-
 @lru_cache(maxsize=8)
 def flows(system: System) -> tuple[CentralFlowResult, CentralFlowResult]:
     """``(central flow, gradient flow)`` of GD with ``system.rule.lr`` from the system's init, recorded every step."""
-    model, x, y = _flow_inputs(system)
+    state = initial_state(system)
+    model, x, y = state.model, state.x_train, state.y_train
     rule, loss_fn = system.rule, system.task.loss_fn
     return (central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS),
             central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS, gradient_flow=True))
