@@ -37,6 +37,9 @@ test: install-test
 bench: install
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"
 	$(BIN)/python bench/bench_sharpness.py
+	$(BIN)/python bench/bench_hessian.py
+	$(BIN)/python bench/bench_noise_scale.py
+	$(BIN)/python bench/bench_tracker.py
 	$(BIN)/python bench/bench_atlas.py
 
 clean:

@@ -5,6 +5,9 @@ import torch
 from torch import nn
 
 from lmech.observables import NoiseScale, gradient_noise_scale, per_example_grads
+from lmech.observables._params import FlatParams
+from lmech.observables.noise import _affine_moments
+from lmech.systems.networks import MLPNet
 
 
 def _half_sq(out, y):
@@ -68,9 +71,18 @@ def test_hessian_terms_on_linear_regression_and_b_simple_at_large_n():
         assert abs(est.b_simple - b_true) < 4 * est.b_simple_stderr
 
 
-def _mlp_problem(n=12, seed=0):
+def _mlp_problem(n=12, seed=0, kind="linear"):
+    """``linear``: nn.Linear layers; ``dense``: lmech's NTK-parameterized MLP with an output multiplier (both take the
+    closed-form per-example norms); ``layernorm``: a trainable LayerNorm forces the vmap path."""
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    if kind == "dense":
+        model = MLPNet([5, 7, 3], "tanh", True, 0.7, True).double()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_()
+    else:
+        norm = [nn.LayerNorm(7)] if kind == "layernorm" else []
+        model = nn.Sequential(nn.Linear(5, 7), *norm, nn.Tanh(), nn.Linear(7, 3)).double()
     return model, torch.randn(n, 5, dtype=torch.float64), torch.randn(n, 3, dtype=torch.float64)
 
 
@@ -101,8 +113,12 @@ def test_vmap_per_example_grads_equal_a_backward_loop():
                                rtol=1e-12, atol=1e-14)
 
 
-def test_components_equal_a_dense_hessian_loop_on_an_mlp():
-    model, x, y = _mlp_problem()
+@pytest.mark.parametrize("kind", ["linear", "dense", "layernorm"])
+def test_components_equal_a_dense_hessian_loop_on_an_mlp(kind):
+    model, x, y = _mlp_problem(kind=kind)
+    flat = FlatParams(model)
+    closed = _affine_moments(model, _half_sq, x, y, flat, dict(zip(flat.names, torch.zeros_like(flat.vector).split(flat.sizes))))
+    assert (closed is None) == (kind == "layernorm")  # which path is exercised
     n = len(x)
     g = _loop_grads(model, x, y)
     h = _dense_hessian(model, x, y)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,23 @@ def test_bad_tracker_input_names_the_field():
         lmech.Tracker(model, half_mse, x, y, autostep=True)
     with pytest.raises(ValueError, match="same nonzero number"):
         lmech.Tracker(model, half_mse, x, y[:3])
+
+
+def test_trace_density_and_noise_probes_record_what_the_functions_return():
+    model, opt, x, y = _setup()
+    probes = [lmech.HessianTrace(matvecs=30), lmech.HessianDensity(probes=3, steps=12), lmech.NoiseScale(points=40)]
+    for p in probes:
+        assert lmech.probe_from_dict(p.to_dict()) == p  # serializable like every engine probe
+    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=5, probes=probes)
+    _loop(model, opt, x, y, 5, tracker)
+    run = tracker.close()
+    trace = lmech.hessian_trace(model, half_mse, x, y, matvecs=30)
+    assert run.last("hessian/trace") == pytest.approx(trace.value, rel=1e-10)
+    assert run.last("hessian/trace_stderr") == pytest.approx(trace.stderr, rel=1e-10)
+    direct = lmech.hessian_density(model, half_mse, x, y, probes=3, steps=12, seed=5)
+    nodes, weights = run.array("density/nodes", 5), run.array("density/weights", 5)
+    for p in (1, 2, 3):  # the stored quadrature rules give the same moments (tr H^p / dim estimates)
+        assert float(np.mean((weights * nodes ** p).sum(1))) == pytest.approx(direct.moment(p), rel=1e-8)
+    noise = lmech.gradient_noise_scale(model, half_mse, x[:40], y[:40])
+    assert run.last("noise/b_simple") == pytest.approx(noise.b_simple, rel=1e-8)
+    assert run.last("noise/b_noise") == pytest.approx(noise.b_noise, rel=1e-8)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from ..systems._validate import positive_int
+from ..systems.networks import Dense
 from ._params import FlatParams, LossFn, loss_of_params
 
 
@@ -67,27 +68,89 @@ def per_example_grads(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: tor
     return torch.cat([torch.cat(blocks, 1) for blocks in _grad_chunks(model, loss_fn, x, y, chunk_size)])
 
 
+def _affine_layers(model: nn.Module, flat: FlatParams) -> list[tuple[nn.Module, str | None, str | None, float]] | None:
+    """``(module, weight name, bias name, multiplier)`` of the ``nn.Linear`` / lmech ``Dense`` layers when they hold
+    every trainable parameter (then per-example gradient norms have a closed form), else ``None``."""
+    layers, covered = [], set()
+    for prefix, module in model.named_modules():
+        if type(module).forward not in (nn.Linear.forward, Dense.forward):
+            continue
+        names = [f"{prefix}.{t}" if prefix else t for t in ("weight", "bias")]
+        w, b = (n if n in flat.names else None for n in names)
+        layers.append((module, w, b, float(getattr(module, "multiplier", 1.0))))
+        covered |= {w, b} - {None}
+    return layers if covered == set(flat.names) else None
+
+
+def _affine_moments(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, flat: FlatParams,
+                    parts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(|g_i|^2, g_i . gbar)`` in closed form from one forward and one backward pass over all ``n`` examples, or
+    ``None`` if a layer is not called exactly once on a ``(n, fan_in)`` input. For ``z_i = c W h_i + b`` the
+    per-example weight gradient is ``c d_i h_i^T`` (``d_i = dloss_i/dz_i = n dL/dz_i`` for a mean loss), so
+    ``|g_i|^2 = c^2 |d_i|^2 |h_i|^2 + |d_i|^2`` and ``g_i . gbar = c d_i^T Gbar_W h_i + d_i . gbar_b``
+    (Goodfellow 2015, arXiv:1510.01799): O(n (fan_in + fan_out)) per layer, no per-example gradient stored."""
+    layers = _affine_layers(model, flat)
+    if layers is None:
+        return None
+    seen: dict[nn.Module, list] = {m: [] for m, *_ in layers}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        seen[module].append((inputs[0].detach(), output))
+
+    hooks = [m.register_forward_hook(keep) for m in seen]
+    try:
+        with torch.enable_grad():
+            loss = loss_fn(model(x), y) * len(x)
+            if any(len(v) != 1 or v[0][0].shape != (len(x), v[0][0].shape[-1]) for v in seen.values()):
+                return None
+            outputs = [seen[m][0][1] for m, *_ in layers]
+            grads = torch.autograd.grad(loss, outputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    sq = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+    dots = torch.zeros_like(sq)
+    for (module, w, b, c), d in zip(layers, grads):
+        h = seen[module][0][0]
+        d_sq = d.pow(2).sum(1).double()
+        if w is not None:
+            sq += c ** 2 * d_sq * h.pow(2).sum(1).double()
+            dots += c * ((d @ parts[w].view(d.shape[1], h.shape[1])) * h).sum(1).double()
+        if b is not None:
+            sq += d_sq
+            dots += (d @ parts[b]).double()
+    return sq, dots
+
+
 def _centred_moments(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, chunk_size: int,
                      pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(gbar, |c_i|^2, gbar . c_i, c_pick)`` in float64 for ``c_i = g_i - gbar``, streaming over chunks of
-    per-example gradients (memory ``chunk_size x P``, never ``n x P``). ``gbar`` is the full-batch gradient (one
-    backward pass; the mean of the ``g_i`` for a mean loss); ``|c_i|^2 = |g_i|^2 - 2 g_i . gbar + |gbar|^2``;
-    ``c_pick`` holds the rows ``pick``. Products are taken in the model's dtype and summed in float64: in float32
-    the cancellation in ``|c_i|^2`` costs ~1e-7 ``|g_i|^2 / |c_i|^2`` relative error (negligible unless
-    ``|gbar| >> |c_i|``)."""
+    """``(gbar, |c_i|^2, gbar . c_i, c_pick)`` in float64 for ``c_i = g_i - gbar``. ``gbar`` is the full-batch
+    gradient (one backward pass; the mean of the ``g_i`` for a mean loss); ``|c_i|^2 = |g_i|^2 - 2 g_i . gbar +
+    |gbar|^2``; ``c_pick`` holds the rows ``pick``. For networks whose trainable parameters all sit in affine layers
+    ``|g_i|^2`` and ``g_i . gbar`` have a closed form (:func:`_affine_moments`) and only the ``pick`` rows are
+    materialized; otherwise per-example gradients stream over chunks (memory ``chunk_size x P``, never ``n x P``).
+    Products are taken in the model's dtype and summed in float64: in float32 the cancellation in ``|c_i|^2`` costs
+    ~1e-7 ``|g_i|^2 / |c_i|^2`` relative error (negligible unless ``|gbar| >> |c_i|``)."""
     flat = FlatParams(model)
     gbar = grad(loss_of_params(model, loss_fn, x, y, flat))(flat.vector)
     parts = gbar.split(flat.sizes)
-    sq, dots, rows = [], [], []
-    for i, blocks in enumerate(_grad_chunks(model, loss_fn, x, y, chunk_size)):
-        sq.append(sum(torch.linalg.vector_norm(b, dim=1).double() ** 2 for b in blocks))
-        dots.append(sum((b @ part).double() for b, part in zip(blocks, parts)))
-        local = pick[(pick >= i * chunk_size) & (pick < i * chunk_size + len(blocks[0]))] - i * chunk_size
-        rows.append(torch.cat([b[local] for b in blocks], 1).double())
+    closed = _affine_moments(model, loss_fn, x, y, flat, dict(zip(flat.names, parts)))
+    if closed is not None:
+        sq, dots = closed
+        rows = [torch.cat(b, 1).double() for b in _grad_chunks(model, loss_fn, x[pick], y[pick], chunk_size)] \
+            if len(pick) else [torch.zeros(0, flat.dim, dtype=torch.float64, device=x.device)]
+    else:
+        sq, dots, rows = [], [], []
+        for i, blocks in enumerate(_grad_chunks(model, loss_fn, x, y, chunk_size)):
+            sq.append(sum(torch.linalg.vector_norm(b, dim=1).double() ** 2 for b in blocks))
+            dots.append(sum((b @ part).double() for b, part in zip(blocks, parts)))
+            local = pick[(pick >= i * chunk_size) & (pick < i * chunk_size + len(blocks[0]))] - i * chunk_size
+            rows.append(torch.cat([b[local] for b in blocks], 1).double())
+        sq, dots = torch.cat(sq), torch.cat(dots)
     gbar = gbar.double()
     gbar_sq = gbar @ gbar
-    dots = torch.cat(dots)
-    return gbar, torch.cat(sq) - 2 * dots + gbar_sq, dots - gbar_sq, torch.cat(rows) - gbar
+    return gbar, sq - 2 * dots + gbar_sq, dots - gbar_sq, torch.cat(rows) - gbar
 
 
 def _jackknife_b_simple(norms: torch.Tensor, dots: torch.Tensor, gbar_sq: float) -> float:

@@ -21,6 +21,8 @@ from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .noise import gradient_noise_scale
+from .density import hessian_density
+from .trace import hessian_trace
 from .sharpness import SharpnessTracker
 from .weights import weight_change
 
@@ -305,8 +307,56 @@ class NoiseScale(Probe):
         return out
 
 
+@dataclass
+class HessianTrace(Probe):
+    """``hessian/trace``, ``hessian/trace_stderr`` and ``hessian/trace_matvecs``: :func:`hessian_trace` (Hutch++ with
+    ``matvecs`` products) of the training loss on the first ``subset`` training examples (all if ``None``)."""
+
+    matvecs: int = 60
+    subset: int | None = None
+    name: ClassVar[str] = "hessian_trace"
+
+    def __post_init__(self) -> None:
+        positive_int("probe.matvecs", self.matvecs, minimum=3)
+        if self.subset is not None:
+            positive_int("probe.subset", self.subset)
+
+    def measure(self, state: "TrainState") -> dict[str, float]:
+        n = self.subset or len(state.x_train)
+        est = hessian_trace(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], matvecs=self.matvecs)
+        return {"hessian/trace": est.value, "hessian/trace_stderr": est.stderr, "hessian/trace_matvecs": est.matvecs}
+
+
+@dataclass
+class HessianDensity(Probe):
+    """Arrays ``density/nodes`` and ``density/weights`` (``probes x steps``; a probe whose Krylov space closed early
+    is padded with weight 0): the quadrature rules of :func:`hessian_density` on the first ``subset`` training
+    examples, from which :class:`SpectralDensity` rebuilds the density; scalar ``density/matvecs``."""
+
+    probes: int = 4
+    steps: int = 40
+    subset: int | None = None
+    name: ClassVar[str] = "hessian_density"
+
+    def __post_init__(self) -> None:
+        positive_int("probe.probes", self.probes)
+        positive_int("probe.steps", self.steps)
+        if self.subset is not None:
+            positive_int("probe.subset", self.subset)
+
+    def measure(self, state: "TrainState") -> dict:
+        n = self.subset or len(state.x_train)
+        sd = hessian_density(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], probes=self.probes,
+                             steps=self.steps, seed=state.step)
+        nodes, weights = np.zeros((self.probes, self.steps)), np.zeros((self.probes, self.steps))
+        for i, (nd, wt) in enumerate(zip(sd.nodes, sd.weights)):
+            nodes[i, :len(nd)], weights[i, :len(wt)] = nd, wt
+        return {"density/nodes": nodes, "density/weights": weights, "density/matvecs": float(sd.matvecs)}
+
+
 PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
-                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz, NoiseScale)}
+                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz, NoiseScale,
+                                    HessianTrace, HessianDensity)}
 
 
 def probe_from_dict(d: dict) -> Probe:
