@@ -82,8 +82,9 @@ def _cmd_list(markdown: bool) -> int:
 
 
 def _table(verdicts: list[Verdict]) -> str:
-    lines = [f"{'law':<24} {'scale':<6} {'verdict':<14} {'error':>10} {'tolerance':>10}"]
-    lines += [f"{v.law:<24} {v.scale:<6} {v.status.upper():<14} {v.error:>10.4g} {v.tolerance:>10.4g}" for v in verdicts]
+    w = max([len("law"), *(len(v.law) for v in verdicts)])
+    lines = [f"{'law':<{w}} {'scale':<6} {'verdict':<14} {'error':>10} {'tolerance':>10}"]
+    lines += [f"{v.law:<{w}} {v.scale:<6} {v.status.upper():<14} {v.error:>10.4g} {v.tolerance:>10.4g}" for v in verdicts]
     return "\n".join(lines)
 
 
