@@ -2,11 +2,13 @@
 
 First-principles predictions, measurements on real PyTorch training runs, and verdicts.
 """
-from . import laws, theory
+from .engine import RunResult, Schedule, TrainState, run_id, train  # first: observables import engine.schedule
+from . import hyper, laws, theory  # noqa: I001
 from ._version import __version__
-from .engine import RunResult, Schedule, Tracker, TrainState, run_id, train
+from .hyper import Parametrization, parametrize
 from .laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict, get_law, register
 from .observables import *  # noqa: F401,F403
+from .engine.tracker import Tracker
 from .observables import __all__ as _observables
 from .report import plot_density, render_report, write_report
 from .runner import check, run_experiment
@@ -16,6 +18,7 @@ from .systems import __all__ as _systems
 from .theory import *  # noqa: F401,F403
 from .theory import __all__ as _theory
 
-__all__ = ["__version__", "laws", "theory", "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train", "LAWS", "Check",
-           "Experiment", "Law", "Panel", "Series", "Verdict", "get_law", "register", "plot_density", "render_report", "write_report",
-           "check", "run_experiment", "Store", *_observables, *_systems, *_theory]
+__all__ = ["__version__", "hyper", "laws", "theory", "Parametrization", "parametrize", "RunResult", "Schedule",
+           "TrainState", "Tracker", "run_id", "train", "LAWS", "Check", "Experiment", "Law", "Panel", "Series", "Verdict",
+           "get_law", "register", "plot_density", "render_report", "write_report", "check", "run_experiment", "Store",
+           *_observables, *_systems, *_theory]
