@@ -5,7 +5,7 @@ First-principles predictions, measurements on real PyTorch training runs, and ve
 from .engine import RunResult, Schedule, TrainState, run_id, train  # first: observables import engine.schedule
 from . import hyper, laws, theory  # noqa: I001
 from ._version import __version__
-from .hyper import Parametrization, parametrize
+from .hyper import CoordCheck, Parametrization, coord_check, parametrize
 from .laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict, get_law, register
 from .observables import *  # noqa: F401,F403
 from .engine.tracker import Tracker
@@ -18,7 +18,7 @@ from .systems import __all__ as _systems
 from .theory import *  # noqa: F401,F403
 from .theory import __all__ as _theory
 
-__all__ = ["__version__", "hyper", "laws", "theory", "Parametrization", "parametrize", "RunResult", "Schedule",
+__all__ = ["__version__", "hyper", "laws", "theory", "CoordCheck", "coord_check", "Parametrization", "parametrize", "RunResult", "Schedule",
            "TrainState", "Tracker", "run_id", "train", "LAWS", "Check", "Experiment", "Law", "Panel", "Series", "Verdict",
            "get_law", "register", "plot_density", "render_report", "write_report", "check", "run_experiment", "Store",
            *_observables, *_systems, *_theory]
