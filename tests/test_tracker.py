@@ -59,7 +59,7 @@ def test_autostep_hook_records_the_same_as_manual_steps():
     runs = []
     for autostep in (False, True):
         model, opt, x, y = _setup()
-        tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=3, probes=[lmech.Loss()], autostep=autostep)
+        tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=3, probes=[], autostep=autostep)
         _loop(model, opt, x, y, 9, None if autostep else tracker)
         runs.append(tracker.close())
         opt.step()  # the hook is removed on close: no further measurement
@@ -69,7 +69,7 @@ def test_autostep_hook_records_the_same_as_manual_steps():
 
 def test_interrupted_loop_keeps_every_appended_measurement(tmp_path):
     model, opt, x, y = _setup()
-    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=2, probes=[lmech.Loss()], store=tmp_path / "r.db")
+    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=2, probes=[], store=tmp_path / "r.db")
     with pytest.raises(KeyboardInterrupt):
         def interrupt(step):
             if step == 7:

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..observables._params import LossFn
 from ..observables.metrics import loss as full_loss
-from ..observables.probes import Loss, Probe, Sharpness
+from ..observables.probes import Probe, Sharpness
 from ..observables.weights import snapshot
 from ..store.sqlite import Store
 from ..systems._validate import positive_int
@@ -24,8 +24,8 @@ _ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
 
 
 def default_probes(optimizer: torch.optim.Optimizer | None) -> list[Probe]:
-    """Training loss and sharpness; for an adaptive optimizer also the preconditioned sharpness."""
-    probes: list[Probe] = [Loss(), Sharpness()]
+    """Sharpness; for an adaptive optimizer also the preconditioned sharpness (the loss is always recorded)."""
+    probes: list[Probe] = [Sharpness()]
     if isinstance(optimizer, _ADAPTIVE):
         probes.append(Sharpness(preconditioned=True))
     return probes
@@ -45,8 +45,9 @@ class Tracker:
 
     ``tracker.step()`` counts one update and measures after updates 0 (at construction), ``every``,
     ``2 every``, ...; ``autostep=True`` instead hooks ``optimizer.step`` so the loop needs no change.
-    Default probes: training loss, sharpness (warm-started Lanczos) and, for Adam/AdamW/RMSprop, the
-    preconditioned sharpness ``lambda_max(P^-1 H)``; any engine :class:`~lmech.Probe` works. Measurements
+    The loss on the measurement batch is always recorded (``loss/train``; it is also the divergence check). Default
+    probes: sharpness (warm-started Lanczos) and, for Adam/AdamW/RMSprop, the preconditioned sharpness
+    ``lambda_max(P^-1 H)``; any engine :class:`~lmech.Probe` works. Measurements
     go to :attr:`result` (a :class:`~lmech.RunResult`) and, with ``store``, are appended to the SQLite store
     at each measurement (nothing recorded is lost if the loop dies). A non-finite loss on the measurement
     batch ends tracking with outcome ``"diverged"``. :attr:`overhead` is the measured time spent measuring
@@ -110,8 +111,8 @@ class Tracker:
         start = time.perf_counter()
         n_records, n_arrays = len(self.result.records), len(self.result.arrays)
         value = full_loss(self.state.model, self.state.loss_fn, self.state.x_train, self.state.y_train)
+        self.result.records.append((self.state.step, "loss/train", value))
         if not math.isfinite(value):
-            self.result.records.append((self.state.step, "loss/train", value))
             self.result.outcome, self.result.diverged_step = DIVERGED, self.state.step
         else:
             for probe in self.probes:
