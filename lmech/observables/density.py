@@ -21,7 +21,8 @@ from torch import nn
 from ..systems._validate import positive_float, positive_int
 from ._params import LossFn
 from .hessian import HessianOperator
-from .trace import TraceEstimate
+from ._lanczos import orthogonalize
+from .trace import TraceEstimate, _rademacher
 
 
 @dataclass(frozen=True)
@@ -90,19 +91,6 @@ class SpectralDensity:
         return np.array([float(np.sum(tau * theta ** p)) for theta, tau in zip(self.nodes, self.weights)])
 
 
-def _reorthogonalize(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """Classical Gram-Schmidt against ``basis`` rows, repeated once when the norm drops below ``0.7`` of its
-    previous value (Daniel, Gragg, Kaufman & Stewart 1976, Math. Comp. 30:772)."""
-    norm = w.norm()
-    for _ in range(2):
-        w = w - basis.T @ (basis @ w)
-        new = w.norm()
-        if new > 0.7 * norm:
-            break
-        norm = new
-    return w
-
-
 def lanczos_tridiagonal(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor,
                         steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Diagonal ``alpha`` and off-diagonal ``beta`` (float64) of the Lanczos tridiagonal ``T`` from the unit vector
@@ -119,7 +107,7 @@ def lanczos_tridiagonal(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torc
             break
         scale = float(w.norm())
         w = w - alpha[j] * basis[j] - (beta[j - 1] * basis[j - 1] if j else 0.0)
-        w = _reorthogonalize(w, basis[: j + 1])
+        w = orthogonalize(w, basis[: j + 1])
         beta[j] = float(w.norm())
         if not beta[j] > drop * scale:
             return alpha[: j + 1], beta[:j]
@@ -146,8 +134,7 @@ def spectral_density(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, l
     gen = torch.Generator().manual_seed(seed)
     nodes, weights, used = [], [], 0
     for _ in range(probes):
-        signs = 2 * torch.randint(0, 2, (dim,), generator=gen, dtype=torch.int64) - 1
-        v0 = (signs.to(torch.float64) / math.sqrt(dim)).to(dtype=like.dtype, device=like.device)
+        v0 = _rademacher(dim, 1, gen, like)[:, 0] / math.sqrt(dim)
         alpha, beta = lanczos_tridiagonal(matvec, v0, min(steps, dim))
         theta, tau = _quadrature(alpha, beta)
         nodes.append(theta)

@@ -159,7 +159,7 @@ class Sharpness(Probe):
         self._tracker = SharpnessTracker(self.k, tol=self.tol, max_matvecs=self.max_matvecs)
 
     def measure(self, state: "TrainState") -> dict[str, float]:
-        n = self.subset or len(state.x_train)
+        n = self.subset  # None: every training example
         optimizer = state.optimizer if self.preconditioned else None
         if self.preconditioned and (optimizer is None or not optimizer.state):
             return {}
@@ -322,7 +322,7 @@ class HessianTrace(Probe):
             positive_int("probe.subset", self.subset)
 
     def measure(self, state: "TrainState") -> dict[str, float]:
-        n = self.subset or len(state.x_train)
+        n = self.subset  # None: every training example
         est = hessian_trace(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], matvecs=self.matvecs)
         return {"hessian/trace": est.value, "hessian/trace_stderr": est.stderr, "hessian/trace_matvecs": est.matvecs}
 
@@ -345,7 +345,7 @@ class HessianDensity(Probe):
             positive_int("probe.subset", self.subset)
 
     def measure(self, state: "TrainState") -> dict:
-        n = self.subset or len(state.x_train)
+        n = self.subset  # None: every training example
         sd = hessian_density(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], probes=self.probes,
                              steps=self.steps, seed=state.step)
         nodes, weights = np.zeros((self.probes, self.steps)), np.zeros((self.probes, self.steps))
