@@ -11,7 +11,9 @@ from ..observables._params import LossFn
 
 @dataclass
 class TrainState:
-    """The model at ``step`` with its training data (targets as the loss consumes them) and init snapshot."""
+    """The model at ``step`` with its training data (targets as the loss consumes them) and init snapshot;
+    ``param_groups`` are the optimizer groups (per-layer learning rates) when the model was parametrized
+    (:func:`lmech.parametrize`), else ``None``."""
 
     step: int
     model: nn.Module
@@ -23,3 +25,4 @@ class TrainState:
     labelled: bool
     init: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer | None = None
+    param_groups: list[dict] | None = None

@@ -12,7 +12,8 @@ import torch
 from .._version import __version__
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
-from ..systems.networks import build_model
+from ..systems.architecture import ResidualMLP, Transformer
+from ..systems.networks import activation_gain, build_model
 from ..systems.system import System, stable_hash
 from .result import COMPLETED, DIVERGED, RunResult
 from .state import TrainState
@@ -71,8 +72,27 @@ def initial_state(system: System, device: str | torch.device = "cpu") -> TrainSt
     y_test = system.task.targets(tensor(data.y_test), data.n_classes, dtype)
     model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale,
                         seed=rule.seed, dtype=dtype).to(device)
+    groups = parametrized_groups(system, model)
     return TrainState(0, model, system.task.loss_fn, tensor(data.x_train), y_train, tensor(data.x_test), y_test,
-                      data.n_classes is not None, snapshot(model))
+                      data.n_classes is not None, snapshot(model), param_groups=groups)
+
+
+def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | None:
+    """Re-initialize ``model`` by :func:`lmech.parametrize` when ``system``'s architecture asks for it (muP MLPs,
+    residual MLPs, transformers) and return the optimizer groups; ``None`` for lmech's own SP/NTK networks."""
+    arch, rule = system.architecture, system.rule
+    if not (arch.parameterization in ("mup", "depth-mup") or isinstance(arch, (ResidualMLP, Transformer))):
+        return None
+    from ..hyper.parametrize import parametrize  # lmech.hyper imports the engine
+
+    gain = rule.init_scale * (1.0 if isinstance(arch, Transformer) else activation_gain(arch.activation))
+    base_depth = getattr(arch, "base_depth", None)
+    if isinstance(arch, Transformer) and base_depth is not None:
+        base_depth *= 2  # two residual branches per block
+    return parametrize(model, arch.parameterization, base_width=arch.base_width or arch.width,
+                       optimizer="adam" if rule.optimizer == "adam" else "sgd", lr=rule.lr, width=arch.width,
+                       gain=gain, seed=rule.seed, base_depth=base_depth,
+                       depth_exponent=getattr(arch, "depth_exponent", 0.5)).groups
 
 
 def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",
@@ -87,7 +107,7 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     start = time.perf_counter()
     state = initial_state(system, device)
     model = state.model
-    optimizer = state.optimizer = _optimizer(system, model.parameters())
+    optimizer = state.optimizer = _optimizer(system, state.param_groups or model.parameters())
     for p in probes:
         p.reset()
     when = [p.schedule.steps(rule.steps) for p in probes]

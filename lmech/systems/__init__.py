@@ -1,13 +1,14 @@
 """Systems: plain, validated, serializable configs of the four ingredients of a learning system."""
 from ._validate import ConfigError
-from .architecture import MLP, DeepLinear
-from .data import MNIST1D, Dataset, Digits, MultiIndex, TeacherStudent, WhitenedLinear, whiten
+from .architecture import MLP, DeepLinear, ResidualMLP, Transformer
+from .data import MNIST1D, Dataset, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear, whiten
 from .learning_rule import LearningRule
 from .networks import build_model
 from .system import System, stable_hash
 from .task import Task, cross_entropy, half_mse
 
 __all__ = [
-    "ConfigError", "MLP", "DeepLinear", "MNIST1D", "Dataset", "Digits", "MultiIndex", "TeacherStudent",
-    "WhitenedLinear", "whiten", "LearningRule", "build_model", "System", "stable_hash", "Task", "cross_entropy", "half_mse",
+    "ConfigError", "MLP", "DeepLinear", "ResidualMLP", "Transformer", "MNIST1D", "ModularArithmetic", "Dataset",
+    "Digits", "MultiIndex", "TeacherStudent", "WhitenedLinear", "whiten", "LearningRule", "build_model", "System",
+    "stable_hash", "Task", "cross_entropy", "half_mse",
 ]

@@ -248,4 +248,30 @@ class MultiIndex:
         return _gaussian_regression(rng, self, lambda x: _INDEX_FUNCTIONS[self.target](x @ u), {"U": u})
 
 
-DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex)}
+@dataclass(frozen=True)
+class ModularArithmetic:
+    """All pairs ``(a, b)`` of residues mod ``p`` as two-token sequences, labelled ``(a + b) mod p`` (or ``a * b``,
+    ``a - b``): the algorithmic task of grokking studies (Power et al. 2022, arXiv:2201.02177), a seeded split of the
+    ``p^2`` pairs. Inputs are integer token ids (vocabulary ``p``, in ``info["vocab"]``) for a sequence model."""
+
+    p: int = 97
+    operation: str = "add"
+    n_train: int = 3000
+    n_test: int = 1000
+    seed: int = 0
+    kind: ClassVar[str] = "modular_arithmetic"
+
+    def __post_init__(self) -> None:
+        positive_int("data.p", self.p, minimum=2)
+        one_of("data.operation", self.operation, ("add", "subtract", "multiply"))
+        _check_split(self.kind, self.n_train, self.n_test, available=self.p ** 2)
+
+    def load(self) -> Dataset:
+        a, b = (v.ravel() for v in np.meshgrid(np.arange(self.p), np.arange(self.p), indexing="ij"))
+        y = {"add": a + b, "subtract": a - b, "multiply": a * b}[self.operation] % self.p
+        x = np.stack([a, b], axis=1).astype(np.int64)
+        return Dataset(*_split(x, y.astype(np.int64), self.n_train, self.n_test, self.seed), self.p,
+                       {"vocab": self.p})
+
+
+DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic)}

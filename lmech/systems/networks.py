@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._validate import ConfigError
-from .architecture import MLP, DeepLinear
+from .architecture import MLP, DeepLinear, ResidualMLP, Transformer
 from .data import Dataset, _orthonormal_columns
 
 _ACTIVATIONS = {
@@ -78,6 +78,78 @@ class DeepLinearNet(nn.Module):
         return x
 
 
+class ResidualMLPNet(nn.Module):
+    """``W_out h_L`` with ``h_l = h_(l-1) + W_l phi(LayerNorm(h_(l-1)))``, ``h_0 = W_in x``: one residual branch per
+    block, each block an ``nn.Sequential(LayerNorm, activation, Linear)``."""
+
+    def __init__(self, d_in: int, width: int, depth: int, d_out: int, activation: str) -> None:
+        super().__init__()
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "silu": nn.SiLU, "linear": nn.Identity}
+        if activation not in act:
+            raise ConfigError(f"architecture.activation={activation!r} is not available for residual_mlp; "
+                              f"allowed: {', '.join(act)}")
+        self.embed = nn.Linear(d_in, width)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(width, elementwise_affine=False), act[activation](),
+                                                  nn.Linear(width, width)) for _ in range(depth))
+        self.readout = nn.Linear(width, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.readout(h)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention ``softmax(q k^T / sqrt(d_head)) v`` with separate bias-free projections, no mask."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width, bias=False) for _ in range(4))
+        self.heads = heads
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, d = h.shape
+
+        def split(z: torch.Tensor) -> torch.Tensor:
+            return z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+        q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d // self.heads), dim=-1)
+        return self.o((weights @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``h + Attn(LN(h))``, then ``h + MLP(LN(h))``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.ln1, self.attn = nn.LayerNorm(width), SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.ln1(h))
+        return h + self.mlp(self.ln2(h))
+
+
+class TransformerNet(nn.Module):
+    """Token + position embeddings, pre-norm blocks, final LayerNorm, readout of the last position."""
+
+    def __init__(self, vocab: int, seq_len: int, width: int, depth: int, heads: int, mlp_ratio: int,
+                 d_out: int) -> None:
+        super().__init__()
+        self.embed, self.position = nn.Embedding(vocab, width), nn.Embedding(seq_len, width)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm, self.readout = nn.LayerNorm(width), nn.Linear(width, d_out)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.embed(tokens) + self.position.weight[: tokens.shape[1]]
+        for block in self.blocks:
+            h = block(h)
+        return self.readout(self.norm(h[:, -1]))
+
+
 def _aligned_weights(dims: list[int], data: Dataset, scale: float, seed: int) -> list[np.ndarray]:
     """Balanced, decoupled init: ``W_l = scale * P_l P_{l-1}^T`` with ``P_0 = V``, ``P_L = U`` of ``Sigma_yx``.
 
@@ -93,10 +165,26 @@ def _aligned_weights(dims: list[int], data: Dataset, scale: float, seed: int) ->
     return [scale * b_out @ b_in.T for b_in, b_out in zip(bases[:-1], bases[1:])]
 
 
-def build_model(architecture: MLP | DeepLinear, data: Dataset, *, init: str, init_scale: float, seed: int,
-                dtype: torch.dtype) -> nn.Module:
-    """Instantiate and initialize the network for ``architecture`` on ``data`` (deterministic in ``seed``)."""
+def build_model(architecture: MLP | DeepLinear | ResidualMLP | Transformer, data: Dataset, *, init: str,
+                init_scale: float, seed: int, dtype: torch.dtype) -> nn.Module:
+    """Instantiate and initialize the network for ``architecture`` on ``data`` (deterministic in ``seed``).
+
+    Architectures whose parameterization is applied by :func:`lmech.parametrize` (muP MLPs, residual MLPs,
+    transformers) come back with PyTorch's default init; the engine then parametrizes them (it also needs the
+    learning rates)."""
+    if isinstance(architecture, (ResidualMLP, Transformer)):
+        if init != "normal":
+            raise ConfigError(f"rule.init={init!r} is defined for MLP and deep linear architectures; use 'normal'")
+        if isinstance(architecture, ResidualMLP):
+            return ResidualMLPNet(data.input_dim, architecture.width, architecture.depth, data.output_dim,
+                                  architecture.activation).to(dtype)
+        if "vocab" not in data.info:
+            raise ConfigError("architecture 'transformer' needs token data (e.g. modular_arithmetic)")
+        return TransformerNet(data.info["vocab"], data.input_dim, architecture.width, architecture.depth,
+                              architecture.heads, architecture.mlp_ratio, data.output_dim).to(dtype)
     ntk = architecture.parameterization == "ntk"
+    if architecture.parameterization == "mup" and init != "normal":
+        raise ConfigError(f"rule.init={init!r} is not defined under architecture.parameterization='mup'; use 'normal'")
     if isinstance(architecture, MLP):
         dims = [data.input_dim] + [architecture.width] * architecture.depth + [data.output_dim]
         model: nn.Module = MLPNet(dims, architecture.activation, architecture.bias, architecture.alpha, ntk)

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ._validate import ConfigError, one_of
-from .architecture import ARCHITECTURES, MLP, DeepLinear
-from .data import DATASETS, MNIST1D, Digits, TeacherStudent, WhitenedLinear
+from .architecture import ARCHITECTURES, MLP, DeepLinear, ResidualMLP, Transformer
+from .data import DATASETS, MNIST1D, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear
 from .learning_rule import LearningRule
 from .task import Task
 
-Architecture = Union[MLP, DeepLinear]
-Data = Union[WhitenedLinear, TeacherStudent, MNIST1D, Digits]
+Architecture = Union[MLP, DeepLinear, ResidualMLP, Transformer]
+Data = Union[WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic]
 
 SCHEMA_VERSION = 1
 
@@ -84,6 +84,9 @@ class System:
             raise ConfigError("rule.init='aligned' needs a deep_linear architecture on whitened_linear data; use rule.init='normal'")
         if self.task.loss == "cross_entropy" and isinstance(self.data, (WhitenedLinear, TeacherStudent)):
             raise ConfigError(f"task.loss='cross_entropy' needs labelled data (mnist1d, digits), not {self.data.kind}; use task.loss='mse'")
+        if isinstance(self.architecture, Transformer) != isinstance(self.data, ModularArithmetic):
+            raise ConfigError("architecture 'transformer' reads token sequences: pair it with data 'modular_arithmetic' "
+                              "(and other architectures with vector data)")
         if self.rule.batch_size is not None and self.rule.batch_size > self.data.n_train:
             raise ConfigError(f"rule.batch_size={self.rule.batch_size} exceeds data.n_train={self.data.n_train}")
 

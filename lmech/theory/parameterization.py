@@ -18,6 +18,11 @@ vector        (biases, norm gains)    fan_out (1)    1
 ``"input"`` weights map a finite dimension (data) to a width-like one, ``"hidden"`` width to width, ``"output"``
 width to a finite one; ``"vector"`` parameters have one width-like dimension. NTK parameterization keeps
 ``w ~ N(0, 1)`` with the forward multiplier ``1/sqrt(fan_in)`` (Jacot et al. 2018) and the base learning rate.
+
+Depth (:func:`branch_scaling`): a residual stack ``h <- h + L^-alpha f_l(h)`` of ``L`` branches keeps every branch's
+feature update ``Theta(1/L)`` per step when the branch weights' learning rate is scaled by ``L^(2 alpha - 1)`` (SGD)
+or ``L^(alpha - 1)`` (Adam): alpha = 1/2 is Depth-muP (Yang, Yu, Zhu & Hayou 2023, arXiv:2310.02244; Bordelon et al.
+2023, arXiv:2309.16620), alpha = 1 is CompleteP (Dey et al. 2025, "Don't be lazy: CompleteP enables compute-efficient deep transformers").
 """
 from __future__ import annotations
 
@@ -35,6 +40,15 @@ class LayerScaling:
     ``multiplier`` applied to it, and ``lr_mult``, the factor on the base learning rate for its optimizer group."""
 
     init_std: float
+    multiplier: float
+    lr_mult: float
+
+
+@dataclass(frozen=True)
+class BranchScaling:
+    """Depth scaling of a residual branch relative to the base depth: the forward ``multiplier`` on the branch's
+    output and ``lr_mult``, the factor on the learning rate of every parameter inside the branch."""
+
     multiplier: float
     lr_mult: float
 
@@ -67,3 +81,21 @@ def layer_scaling(scheme: str, role: str, *, fan_in: int, fan_out: int, base_fan
     if optimizer == "adam":
         return LayerScaling(std, 1.0, 1.0 / width_mult if role == "hidden" else 1.0)
     return LayerScaling(std, 1.0, fan_out_mult if role in ("input", "vector") else 1.0)
+
+
+def branch_scaling(depth: int, base_depth: int, *, exponent: float = 0.5, optimizer: str = "adam") -> BranchScaling:
+    """Residual-branch multiplier ``(base_depth/depth)^exponent`` and in-branch learning-rate factor
+    ``(depth/base_depth)^(2 exponent - 1)`` for SGD or ``(depth/base_depth)^(exponent - 1)`` for Adam.
+
+    A branch's contribution to the residual stream moves by ``multiplier^2 * lr`` per SGD step (its gradient carries the
+    multiplier too) and by ``multiplier * lr`` per Adam step (Adam normalizes the gradient), and ``depth`` such moves
+    must add up to ``Theta(1)``; ``exponent=0.5`` is Depth-muP, ``exponent=1`` CompleteP (see the module docstring).
+    """
+    _check("optimizer", optimizer, OPTIMIZERS)
+    for name, value in (("depth", depth), ("base_depth", base_depth)):
+        if not (isinstance(value, numbers.Integral) and value >= 1):
+            raise ValueError(f"{name}={value!r} must be a positive integer (the number of residual branches)")
+    if not 0.5 <= exponent <= 1.0:
+        raise ValueError(f"exponent={exponent!r} must lie in [0.5, 1] (0.5: Depth-muP, 1: CompleteP)")
+    ratio = depth / base_depth
+    return BranchScaling(ratio ** -exponent, ratio ** ((2 * exponent - 1) if optimizer == "sgd" else (exponent - 1)))
