@@ -4,8 +4,9 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from .engine.result import RunResult
+from .engine.result import DIVERGED, RunResult
 from .engine.trainer import run_id, train
+from .hyper.sweep import MAX_GROUP, batch_key, train_group
 from .laws.base import SCALES, Experiment, Verdict
 from .laws.registry import get_law
 from .store import Store
@@ -39,6 +40,45 @@ def run_experiment(exp: Experiment, store: Store | None = None, *, force: bool =
     return result
 
 
+def run_experiments(experiments: Sequence[Experiment], store: Store | None = None, *, force: bool = False,
+                    device: str = "cpu", batched: bool = True, progress: Progress | None = None,
+                    step_progress: StepProgress | None = None) -> dict[str, RunResult]:
+    """Run (or load from ``store``) every experiment and return ``{label: RunResult}`` in their order.
+
+    With ``batched`` (default), experiments that differ only in ``rule.lr`` and measure only losses are trained
+    together, up to ``MAX_GROUP`` at a time (:mod:`lmech.hyper.sweep`), each still a separate stored run;
+    the others run one after another (:func:`run_experiment`). Each run or group is committed as it finishes.
+    """
+    results: dict[str, RunResult] = {}
+    groups: dict[str, list[Experiment]] = {}
+    for exp in experiments:
+        cached = store.load_run(run_id(exp.system, exp.probes)) if store is not None and not force else None
+        if cached is not None:
+            results[exp.label] = cached
+            if progress:
+                progress(f"  {exp.label}: reused stored run {cached.run_id}")
+            continue
+        key = batch_key(exp) if batched else None
+        groups.setdefault(key if key is not None else f"alone:{exp.label}", []).append(exp)
+    for members in groups.values():
+        for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP)):
+            if len(chunk) == 1 or not batched or batch_key(chunk[0]) is None:
+                for exp in chunk:
+                    results[exp.label] = run_experiment(exp, store, force=True, device=device, progress=progress,
+                                                        step_progress=step_progress)
+                continue
+            start = time.perf_counter()
+            for exp, result in zip(chunk, train_group(chunk, device)):
+                if store is not None:
+                    store.save_run(result)
+                results[exp.label] = result
+            if progress:
+                diverged = sum(results[e.label].outcome == DIVERGED for e in chunk)
+                progress(f"  {len(chunk)} runs {chunk[0].label} .. {chunk[-1].label} trained together in "
+                         f"{time.perf_counter() - start:.1f}s ({diverged} diverged)")
+    return {exp.label: results[exp.label] for exp in experiments}
+
+
 def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = None, *, force: bool = False,
           device: str = "cpu", progress: Progress | None = None, step_progress: StepProgress | None = None) -> list[Verdict]:
     """Verdicts for ``law_ids`` at ``scale`` (``"quick"`` or ``"full"``), in order; stored when ``store`` is given."""
@@ -48,8 +88,8 @@ def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = No
     for n, law in enumerate(laws, 1):
         if progress:
             progress(f"[{n}/{len(laws)}] {law.id} ({scale})")
-        runs = {exp.label: run_experiment(exp, store, force=force, device=device, progress=progress, step_progress=step_progress)
-                for exp in law.experiments(scale)}
+        runs = run_experiments(law.experiments(scale), store, force=force, device=device, progress=progress,
+                               step_progress=step_progress)
         verdict = law.evaluate(runs, scale)
         if store is not None:
             store.save_verdict(verdict.to_dict())

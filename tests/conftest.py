@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmech.laws import LAWS
-from lmech.runner import run_experiment
+from lmech.runner import run_experiments
 
 
 @pytest.fixture(autouse=True)
@@ -14,10 +14,10 @@ def _threads():
 
 
 class _QuickRuns(dict):
-    """Quick-scale runs of a law, trained on first use and shared by the whole session."""
+    """Quick-scale runs of a law, trained on first use (as ``lmech.check`` trains them) and shared by the session."""
 
     def __missing__(self, law_id):
-        self[law_id] = {e.label: run_experiment(e) for e in LAWS[law_id].experiments("quick")}
+        self[law_id] = run_experiments(LAWS[law_id].experiments("quick"))
         return self[law_id]
 
 

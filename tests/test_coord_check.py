@@ -1,10 +1,15 @@
-"""Coordinate check: a closed-form first Adam step, and muP vs SP exponents on an MLP."""
+"""Coordinate check: the probe against hand computations, closed-form first Adam steps, and muP vs SP exponents on
+an MLP and a transformer."""
 import pytest
 import torch
 from torch import nn
 
 import lmech
-from lmech.systems.task import half_mse
+from lmech.engine.state import TrainState
+from lmech.observables.probes import PROBES, CoordinateSizes, probe_from_dict
+from lmech.systems import ModularArithmetic
+from lmech.systems.networks import TransformerNet
+from lmech.systems.task import cross_entropy, half_mse
 
 WIDTHS = [64, 128, 256, 512]
 
@@ -50,3 +55,93 @@ def test_mup_keeps_every_layer_flat_and_sp_grows_hidden_and_output_updates():
     assert sp.predicted == {"0": 0.0, "2": 1.0, "4": 1.0} and set(mup.predicted.values()) == {0.0}
     with pytest.raises(ValueError, match="two widths"):
         lmech.coord_check(_mlp, [64], x, y, half_mse)
+
+
+def test_probe_records_mean_output_size_and_its_change_since_the_first_measurement():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2), nn.LayerNorm(2))
+    x = torch.randn(8, 3)
+    state = TrainState(0, model, half_mse, x, torch.zeros(8, 2), x[:0], x[:0], False, {})
+    probe = CoordinateSizes(points=4)
+    first = probe.measure(state)
+    assert set(first) == {f"coords/{n}/{k}" for n in ("0", "2", "3") for k in ("size", "update")}
+    h = model[0](x[:4]).detach()
+    assert first["coords/0/size"] == pytest.approx(float(h.abs().mean()), rel=1e-6)
+    assert first["coords/2/size"] == pytest.approx(float(model[2](torch.relu(h)).detach().abs().mean()), rel=1e-6)
+    assert first["coords/0/update"] == first["coords/2/update"] == 0.0
+    w = model[2].weight.detach().clone()
+    with torch.no_grad():
+        model[2].weight.mul_(3.0)  # h_2 = 3 W r + b, so h_2 - h_2(0) = 2 W r
+    second = probe.measure(state)
+    assert second["coords/2/update"] == pytest.approx(float((2 * torch.relu(h) @ w.T).abs().mean()), rel=1e-6)
+    assert second["coords/0/update"] == 0.0
+    probe.reset()  # a new reference: the next measurement is its own h_0
+    assert probe.measure(state)["coords/2/update"] == 0.0
+    assert probe_from_dict(probe.to_dict()) == probe and PROBES["coords"] is CoordinateSizes
+
+
+def test_probe_reads_token_inputs_and_every_called_layer_of_a_transformer():
+    torch.manual_seed(0)
+    model = TransformerNet(vocab=11, seq_len=2, width=8, depth=1, heads=2, mlp_ratio=4, d_out=11)
+    tokens = torch.randint(0, 11, (6, 2))
+    state = TrainState(0, model, cross_entropy, tokens, tokens[:, 0], tokens[:0], tokens[:0, 0], True, {})
+    out = CoordinateSizes(points=6).measure(state)
+    assert out["coords/embed/size"] == pytest.approx(float(model.embed(tokens).detach().abs().mean()), rel=1e-6)
+    layers = {"embed", "norm", "readout"} | {f"blocks.0.{n}" for n in ("ln1", "ln2", "attn.q", "attn.k", "attn.v",
+                                                                      "attn.o", "mlp.0", "mlp.2")}
+    assert {k.split("/")[1] for k in out} == layers  # the position table is read as a tensor, never called
+
+
+TF_WIDTHS = [32, 64, 128, 256]
+
+
+def _transformer(width, readout_only=False):
+    torch.manual_seed(0)
+    model = TransformerNet(vocab=97, seq_len=2, width=width, depth=2, heads=2, mlp_ratio=4, d_out=97)
+    if readout_only:
+        model.requires_grad_(False)
+        model.readout.requires_grad_(True)
+    return model
+
+
+@pytest.mark.parametrize("scheme, exponent", [("sp", 1.0), ("mup", 0.0)])
+def test_first_adam_step_on_a_transformer_readout_is_sign_descent(scheme, exponent):
+    # one sequence: the readout's gradient is d x^T with x the final LayerNorm output, so Adam's first step moves
+    # every logit by lr_group ||x||_1 + lr (the bias): lr_group = lr under SP, lr / width_mult under muP
+    tokens, label = torch.tensor([[3, 5]]), torch.tensor([8])
+    lr = 1e-3
+    cc = lmech.coord_check(lambda w: _transformer(w, True), TF_WIDTHS, tokens, label, cross_entropy, scheme=scheme,
+                           steps=1, lr=lr)
+    assert cc.roles["readout"] == "output" and cc.roles["embed"] == "frozen" and cc.roles["norm"] == "norm"
+    for i, width in enumerate(TF_WIDTHS):
+        model = _transformer(width, True)
+        lmech.parametrize(model, scheme, base_width=TF_WIDTHS[0], lr=lr)  # only the readout is re-initialized
+        x = model.norm(model.blocks[1](model.blocks[0](model.embed(tokens) + model.position.weight)))[:, -1]
+        group_lr = lr if scheme == "sp" else lr * TF_WIDTHS[0] / width
+        expected = group_lr * float(x.abs().sum()) + lr
+        assert cc.update["readout"][i, 1] == pytest.approx(expected, rel=1e-4)
+    assert cc.update_exponents()["readout"] == pytest.approx(exponent, abs=0.1)
+
+
+def test_transformer_mup_layers_keep_their_size_and_sp_updates_grow_with_width():
+    data = ModularArithmetic(p=97, n_train=1, n_test=0).load()
+    tokens, labels = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    mup = lmech.coord_check(_transformer, TF_WIDTHS, tokens, labels, cross_entropy, scheme="mup", steps=3,
+                            seeds=(0, 1))
+    roles = {"embed": "embedding", "blocks.0.attn.q": "query", "blocks.1.attn.k": "hidden", "blocks.1.mlp.0": "hidden",
+             "blocks.1.ln2": "norm", "readout": "output"}
+    assert {n: mup.roles[n] for n in roles} == roles and "position" not in mup.roles
+    # the query output carries the folded attention scale (base/width)^(1/2); every other layer is Theta(1)
+    assert mup.predicted["blocks.0.attn.q"] == -0.5 and mup.predicted["blocks.1.mlp.0"] == 0.0
+    for step in (1, 3):
+        for sizes in (mup.activation_exponents(step), mup.update_exponents(step)):
+            # the readout's update mixes its own Theta(1) step with W_0 dx ~ width^-1/2 (test_mup_coord_check_law)
+            off = {n: e for n, e in sizes.items() if n != "readout" and abs(e - mup.predicted[n]) > 0.15}
+            assert not off, (step, off)
+    # SP at lr x width <= 0.1 (the first step's linear response): sign descent moves width-fed layers ~ width
+    sp = lmech.coord_check(_transformer, TF_WIDTHS, tokens, labels, cross_entropy, scheme="sp", steps=1, lr=3e-4)
+    first = sp.update_exponents(1)
+    hidden = [n for n, r in sp.roles.items() if r in ("hidden", "query")]
+    assert len(hidden) == 12 and min(first[n] for n in hidden) > 0.8, first
+    assert 0.9 <= first["readout"] <= 1.6 and abs(first["embed"]) < 0.05  # embedding rows move by exactly lr
+    assert sp.predicted["blocks.0.attn.q"] == 1.0 and "norm" not in sp.predicted

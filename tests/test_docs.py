@@ -19,7 +19,7 @@ def test_catalogue_matches_registry():
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
@@ -40,3 +40,11 @@ def test_python_examples_run(tmp_path, monkeypatch):
     trace = namespace["trace"]
     assert abs(other.value - trace.value) < 4 * (other.stderr ** 2 + trace.stderr ** 2) ** 0.5
     assert namespace["noise"].b_simple > 0 and namespace["density"].probes == 4
+    # the hyperparameter example: Adam's muP hidden/output lr is lr * base / width; the first step's update
+    # exponents are ~0 under muP and ~1 for SP's hidden layer (sign descent over width inputs); 8 runs, one group
+    lrs = {g["name"]: g["lr"] for g in namespace["p"].groups}
+    assert lrs["hidden.weight"] == lrs["out.weight"] == 3e-3 * 64 / 1024 and lrs["inp.weight"] == 3e-3
+    mup, sp = (namespace["checks"][s].update_exponents(step=1) for s in ("mup", "sp"))
+    assert max(abs(e) for e in mup.values()) < 0.1 and abs(sp["hidden"] - 1) < 0.1
+    runs = namespace["runs"]
+    assert len(runs) == 8 and {r.versions["executor"] for r in runs.values()} == {"train_stacked x8"}

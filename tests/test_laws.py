@@ -6,7 +6,12 @@ from conftest import distorted
 from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
 
 
-@pytest.mark.parametrize("law_id", [law for law in LAWS if law != "ntk-lazy-limit"])  # its quick verdict: see test_kernel_laws
+# honest quick failures, pinned with their numbers elsewhere: ntk-lazy-limit (tests/test_kernel_laws.py) and
+# mup-coord-check, whose transformer queries leave the muP prediction after step 2 (tests/test_mup_coord_check_law.py)
+_KNOWN_FAILS = ("ntk-lazy-limit", "mup-coord-check")
+
+
+@pytest.mark.parametrize("law_id", [law for law in LAWS if law not in _KNOWN_FAILS])
 def test_quick_law_passes(quick_runs, law_id):
     verdict = LAWS[law_id].evaluate(quick_runs[law_id], "quick")
     assert verdict.status == PASS, [c for c in verdict.checks if not c.ok]

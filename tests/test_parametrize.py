@@ -136,6 +136,10 @@ def test_transformer_roles_width_and_query_scale():
     assert params["blocks.0.mlp.2.weight"].var().item() == pytest.approx(1 / (4 * width), rel=0.05)
     sp = lmech.parametrize(_transformer(width), "sp", base_width=BASE, lr=lr)
     assert {g["lr"] for g in sp.groups} == {lr}
+    zeroed, sp_model = _transformer(width), _transformer(width)
+    lmech.parametrize(zeroed, "mup", base_width=BASE, readout_zero_init=True)
+    lmech.parametrize(sp_model, "sp", base_width=BASE, readout_zero_init=True)  # SP's table has no zero readout
+    assert zeroed.readout.weight.abs().max() == 0 and sp_model.readout.weight.var().item() == pytest.approx(1 / width, rel=0.1)
 
 
 def _with_forward_multipliers(model, p, folded):

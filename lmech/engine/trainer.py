@@ -92,7 +92,8 @@ def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | 
     return parametrize(model, arch.parameterization, base_width=arch.base_width or arch.width,
                        optimizer="adam" if rule.optimizer == "adam" else "sgd", lr=rule.lr, width=arch.width,
                        gain=gain, seed=rule.seed, base_depth=base_depth,
-                       depth_exponent=getattr(arch, "depth_exponent", 0.5)).groups
+                       depth_exponent=getattr(arch, "depth_exponent", 0.5),
+                       readout_zero_init=getattr(arch, "readout_zero_init", False)).groups
 
 
 def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",

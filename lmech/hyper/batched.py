@@ -1,16 +1,23 @@
-"""Batched training: many models of one shape trained together, one vmapped gradient per step for all of them.
+"""Batched training: many models of one shape trained together, one batched gradient per step for all of them.
 
-The models' parameters are stacked (``torch.func.stack_module_state``) and one ``vmap(grad)`` over the model axis
-gives every model's gradient on the same batch, so a sweep over learning rates or seeds of small models pays one
-set of large matrix products per step instead of many small ones. The updates reproduce ``torch.optim.SGD`` and
-``torch.optim.Adam`` (PyTorch's formulas, per model learning rate), so a batched run equals the sequential one
-to rounding.
+The models' parameters are stacked along a leading model axis, so a sweep over learning rates or seeds of small
+models pays one set of large matrix products per step instead of many small ones. The updates reproduce
+``torch.optim.SGD`` and ``torch.optim.Adam`` (PyTorch's formulas, a learning rate per model and parameter), so a
+batched run equals the sequential one to rounding.
+
+Two gradient paths give the same numbers. A chain of affine layers (``nn.Linear``, lmech ``Dense``) and elementwise
+activations (an ``nn.Sequential`` of them, lmech's ``MLPNet`` and ``DeepLinearNet``) on 2-D inputs runs a
+hand-written forward and backward: ``bmm`` over the model axis into buffers reused from step to step, closed-form
+backward of relu/tanh/sigmoid (autograd for other activations), of lmech's ``half_mse`` (autograd through ``vmap``
+for other losses). Any other model runs ``vmap(grad_and_value)`` of ``functional_call`` (torch.func). Parameters,
+gradients and optimizer state live in flat buffers (one ``(models, *shape)`` block per parameter), so an optimizer
+update is a few elementwise kernels for all models and parameters together.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,74 +26,394 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from ..engine.trainer import _batches
 from ..observables._params import LossFn
+from ..systems.networks import _ACTIVATIONS, Dense, DeepLinearNet, MLPNet
+from ..systems.task import half_mse
 
 
 @dataclass
 class StackedRun:
-    """``loss[t, i]``: model ``i``'s full-batch training loss after ``steps[t]`` updates (NaN once it diverged)."""
+    """Per-model records at ``steps[t]`` (the parameters after that many updates), float64 arrays ``[t, i]`` for
+    model ``i``: ``loss`` (full training set), ``test_loss`` (``None`` without a test set), ``accuracy`` and
+    ``test_accuracy`` (fraction of rows whose arg-max output is the integer label; ``None`` unless the targets are
+    integer labels). ``diverged_step[i]`` is the step at which model ``i`` diverged, -1 if it did not; its records
+    after that step are NaN."""
 
     steps: np.ndarray
     loss: np.ndarray
+    diverged_step: np.ndarray
+    test_loss: np.ndarray | None = None
+    accuracy: np.ndarray | None = None
+    test_accuracy: np.ndarray | None = None
 
 
-def _per_model(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return values.view(-1, *([1] * (like.dim() - 1)))
+@dataclass(frozen=True)
+class _Affine:
+    weight: str
+    bias: str | None
+    multiplier: float  # z = multiplier * W h + b (lmech Dense)
+
+
+@dataclass(frozen=True)
+class _Pointwise:
+    kind: str  # "relu", "tanh", "sigmoid": backward from the output; "scale": times ``scale``; "autograd": ``fn``
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    scale: float = 1.0
+
+
+_FROM_OUTPUT = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+_ELEMENTWISE = (nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.Softplus, nn.Mish, nn.Hardtanh,
+                nn.Softsign, nn.Tanhshrink)
+
+
+def _chain(model: nn.Module) -> list[_Affine | _Pointwise] | None:
+    """``model`` as a chain of affine layers and elementwise maps (first op affine), or ``None`` if it is not one:
+    an ``nn.Sequential`` of ``nn.Linear`` / ``Dense`` / listed activations / ``nn.Identity``, an ``MLPNet`` or a
+    ``DeepLinearNet``, without buffers or hooks. Exact types: a subclass may change ``forward``; an in-place
+    activation (other than relu, tanh, sigmoid: computed here) would overwrite what its backward needs."""
+    hooked = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                 for m in model.modules())
+    if hooked or any(True for _ in model.buffers()):
+        return None
+    ops: list[_Affine | _Pointwise] = []
+    if type(model) in (MLPNet, DeepLinearNet) and all(type(layer) is Dense for layer in model.layers):
+        for i, layer in enumerate(model.layers):
+            if i and type(model) is MLPNet and model.activation != "linear":
+                kind = model.activation if model.activation in ("relu", "tanh") else "autograd"
+                ops.append(_Pointwise(kind, _ACTIVATIONS[model.activation]))
+            ops.append(_Affine(f"layers.{i}.weight", None if layer.bias is None else f"layers.{i}.bias",
+                               layer.multiplier))
+        if type(model) is MLPNet and model.alpha != 1.0:
+            ops.append(_Pointwise("scale", scale=model.alpha))
+    elif type(model) is nn.Sequential:
+        for name, child in model.named_children():
+            if type(child) in (nn.Linear, Dense):
+                ops.append(_Affine(f"{name}.weight", None if child.bias is None else f"{name}.bias",
+                                   getattr(child, "multiplier", 1.0)))
+            elif type(child) in _FROM_OUTPUT:
+                ops.append(_Pointwise(_FROM_OUTPUT[type(child)]))
+            elif type(child) in _ELEMENTWISE and not getattr(child, "inplace", False):
+                ops.append(_Pointwise("autograd", child))
+            elif type(child) is not nn.Identity:
+                return None
+    else:
+        return None
+    covered = {n for op in ops if isinstance(op, _Affine) for n in (op.weight, op.bias) if n}
+    if not ops or not isinstance(ops[0], _Affine) or covered != {n for n, _ in model.named_parameters()}:
+        return None
+    return ops
+
+
+def _loss_and_grad(loss_fn: LossFn) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(out, y) -> (losses, dlosses/dout)`` for stacked outputs ``(models, rows, ...)``: closed form for lmech's
+    ``half_mse`` (``L = sum |f - y|^2 / (2 rows)``, ``dL/df = (f - y) / rows``), else autograd through ``vmap``."""
+    if loss_fn is half_mse:
+        def closed(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            diff = torch.empty(torch.broadcast_shapes(out.shape, y.shape), dtype=torch.result_type(out, y),
+                               device=out.device)
+            torch.sub(out, y, out=diff)  # contiguous even when out is a transposed view
+            losses = diff.reshape(*diff.shape[:2], -1).pow(2).sum(dim=2).mean(dim=1).mul_(0.5)
+            return losses, diff.div_(out.shape[1])
+        return closed
+    batched = vmap(loss_fn, in_dims=(0, None))
+
+    def generic(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = out.detach().requires_grad_()
+        with torch.enable_grad():
+            losses = batched(out, y)
+            return losses.detach(), torch.autograd.grad(losses.sum(), out)[0]
+    return generic
+
+
+class _ChainNet:
+    """Forward and backward of a chain on ``(models, rows, features)`` activations; the gradients of the per-model
+    losses go into ``grads``. Training reuses its activation buffers from step to step (the rows stay fixed); an
+    affine layer with a bias followed by a relu is one product and one fused add-relu pass."""
+
+    def __init__(self, ops: list[_Affine | _Pointwise], params: dict[str, torch.Tensor],
+                 grads: dict[str, torch.Tensor], loss_fn: LossFn) -> None:
+        self.ops, self.params, self.grads = ops, params, grads
+        self.models = next(iter(params.values())).shape[0]
+        self.widest = max(params[op.weight].shape[1] for op in ops if isinstance(op, _Affine))
+        self.fused = {k for k, (op, nxt) in enumerate(zip(ops, ops[1:])) if isinstance(op, _Affine)
+                      and op.bias is not None and isinstance(nxt, _Pointwise) and nxt.kind == "relu"}
+        self.loss_and_grad_out = _loss_and_grad(loss_fn)
+        self.buffers: dict[tuple[str, int], torch.Tensor] = {}
+        self.rows = -1
+
+    def _affine(self, op: _Affine, h: torch.Tensor, out: torch.Tensor | None,
+                relu: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``relu?(multiplier h W^T + b)`` and the buffer holding it (``(models, out, rows)`` when out < rows: MKL's
+        batched product is faster with the small dimension first)."""
+        w, b = self.params[op.weight], self.params.get(op.bias)
+        flip = w.shape[1] < h.shape[1]
+        a, c = (w, h.mT) if flip else (h, w.mT)
+        if b is not None and not relu:
+            buf = torch.baddbmm(b.unsqueeze(2 if flip else 1), a, c, alpha=op.multiplier, out=out)
+        else:
+            buf = torch.bmm(a, c, out=out)
+            if op.multiplier != 1.0:
+                buf.mul_(op.multiplier)
+            if relu:
+                torch.ops.aten._add_relu_(buf, b.unsqueeze(2 if flip else 1))
+        return (buf.mT if flip else buf), buf
+
+    def _forward(self, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, list]:
+        h, saved = x.expand(self.models, *x.shape), []
+        for k, op in enumerate(self.ops):
+            out = self.buffers.get(("z", k)) if keep else None
+            if isinstance(op, _Affine):
+                z, buf = self._affine(op, h, out, relu=k in self.fused)
+            elif k - 1 in self.fused:  # the relu was applied with the bias
+                z = buf = h
+            elif op.kind == "relu":
+                z = buf = torch.clamp_min(h, 0.0, out=out)
+            elif op.kind == "tanh":
+                z = buf = torch.tanh(h, out=out)
+            elif op.kind == "sigmoid":
+                z = buf = torch.sigmoid(h, out=out)
+            elif op.kind == "scale":
+                z = buf = torch.mul(h, op.scale, out=out)
+            elif keep:
+                h = h.detach().requires_grad_()
+                with torch.enable_grad():
+                    z = buf = op.fn(h)
+            else:
+                z = buf = op.fn(h)
+            if keep:
+                saved.append((h, z))
+                if not z.requires_grad:
+                    self.buffers["z", k] = buf
+            h = z
+        return h, saved
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-model losses on ``(x, y)``; their gradients are written into ``grads``."""
+        if len(x) != self.rows:
+            self.buffers.clear()
+            self.rows = len(x)
+        out, saved = self._forward(x, keep=True)
+        losses, d = self.loss_and_grad_out(out, y)
+        d = d.contiguous()
+        for k in reversed(range(len(self.ops))):
+            op, (h, z) = self.ops[k], saved[k]
+            if isinstance(op, _Affine):
+                g = torch.bmm(d.mT, h, out=self.grads[op.weight])
+                if op.multiplier != 1.0:
+                    g.mul_(op.multiplier)
+                if op.bias is not None:
+                    torch.sum(d, 1, out=self.grads[op.bias])
+                if k:
+                    d = self.buffers["d", k] = torch.bmm(d, self.params[op.weight], out=self.buffers.get(("d", k)))
+                    if op.multiplier != 1.0:
+                        d.mul_(op.multiplier)
+            elif op.kind == "relu":
+                torch.ops.aten.threshold_backward.grad_input(d, z, 0.0, grad_input=d)
+            elif op.kind == "tanh":
+                torch.ops.aten.tanh_backward.grad_input(d, z, grad_input=d)
+            elif op.kind == "sigmoid":
+                torch.ops.aten.sigmoid_backward.grad_input(d, z, grad_input=d)
+            elif op.kind == "scale":
+                d.mul_(op.scale)
+            else:
+                d = torch.autograd.grad(z, h, d)[0]
+        return losses
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``(models, rows, ...)`` outputs, in row chunks of at most 2^21 activations per layer (few page faults)."""
+        chunk = max(1, 2 ** 21 // (self.models * self.widest))
+        return torch.cat([self._forward(x[i:i + chunk], keep=False)[0] for i in range(0, len(x), chunk)], dim=1)
+
+
+class _VmapNet:
+    """Any model: ``vmap`` over the model axis of ``grad_and_value`` of ``functional_call``."""
+
+    def __init__(self, model: nn.Module, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                 buffers: dict[str, torch.Tensor], loss_fn: LossFn) -> None:
+        template = copy.deepcopy(model).to("meta")
+        self.params, self.grads, self.buffers = params, grads, buffers
+
+        def output(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, (p, b), (x,))
+
+        def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return loss_fn(output(p, b, x), y)
+
+        self.output = vmap(output, in_dims=(0, 0, None))
+        self.grad = vmap(grad_and_value(loss), in_dims=(0, 0, None, None))
+
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            grads, losses = self.grad(self.params, self.buffers, x, y)
+        for n, g in grads.items():
+            self.grads[n].copy_(g)
+        return losses
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.params, self.buffers, x)
+
+
+class _FlatOptimizer:
+    """``torch.optim.SGD`` (heavy-ball ``momentum``) or ``torch.optim.Adam`` for all models and parameters: the state
+    updates are elementwise kernels on the flat buffers, the parameter update one kernel per parameter block with
+    its per-model rates ``rates[name]`` of shape ``(models, 1, ...)`` (a flat rate buffer would cost a pass over
+    memory as large as the parameters')."""
+
+    def __init__(self, flat: torch.Tensor, grad: torch.Tensor, rates: dict[str, torch.Tensor],
+                 shapes: dict[str, torch.Size], optimizer: str, momentum: float, betas: tuple[float, float],
+                 eps: float) -> None:
+        self.grad, self.rates = grad, rates
+        self.optimizer, self.momentum, self.betas, self.eps = optimizer, momentum, betas, eps
+        adam = optimizer == "adam"
+        self.state = [torch.zeros_like(flat) for _ in range(2 if adam else int(bool(momentum)))]
+        self.scratch = [torch.empty_like(flat) for _ in range(2 if adam else 0)]
+        self.params, self.grads = _blocks(flat, shapes), _blocks(grad, shapes)
+        self.state_blocks = [_blocks(b, shapes) for b in self.state]
+        self.denoms, self.scaled = (_blocks(b, shapes) for b in self.scratch) if adam else ({}, {})
+
+    def step(self, t: int) -> None:
+        """Update ``t`` (0-based)."""
+        if self.optimizer == "sgd":
+            g = self.grads
+            if self.momentum:
+                if t == 0:
+                    self.state[0].copy_(self.grad)
+                else:
+                    self.state[0].mul_(self.momentum).add_(self.grad)
+                g = self.state_blocks[0]
+            for n, p in self.params.items():
+                p.addcmul_(self.rates[n], g[n], value=-1.0)
+            return
+        (b1, b2), (m, v), denom = self.betas, self.state, self.scratch[0]
+        m.lerp_(self.grad, 1 - b1)
+        v.mul_(b2).addcmul_(self.grad, self.grad, value=1 - b2)
+        torch.sqrt(v, out=denom).div_((1 - b2 ** (t + 1)) ** 0.5).add_(self.eps)
+        for n, p in self.params.items():
+            scaled = torch.mul(self.state_blocks[0][n], self.rates[n], out=self.scaled[n])
+            p.addcdiv_(scaled, self.denoms[n], value=-1 / (1 - b1 ** (t + 1)))
+
+    def stop(self, i: int) -> None:
+        """Freeze model ``i``: zero its parameters, gradient, state and rates (its updates are then exactly 0)."""
+        for blocks in [self.params, self.grads, self.rates, *self.state_blocks]:
+            for b in blocks.values():
+                b[i].zero_()
+
+
+def _blocks(flat: torch.Tensor, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """Views of ``flat`` as consecutive ``(models, *shape)`` blocks, one per parameter."""
+    out, start = {}, 0
+    for name, shape in shapes.items():
+        out[name] = flat[start:start + shape.numel()].view(shape)
+        start += shape.numel()
+    return out
+
+
+def _record_steps(steps: int, record_every: int, record_steps: Sequence[int] | None) -> list[int]:
+    if record_steps is None:
+        if record_every < 1:
+            raise ValueError(f"record_every={record_every} must be >= 1")
+        return sorted({*range(0, steps + 1, record_every), steps})
+    when = sorted({int(s) for s in record_steps})
+    if when and (when[0] < 0 or when[-1] > steps):
+        raise ValueError(f"record_steps must lie in 0..steps={steps}; got {when[0]}..{when[-1]}")
+    return when
 
 
 def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                   lr: float | Sequence[float], steps: int, optimizer: str = "sgd", momentum: float = 0.0,
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
-                  seed: int = 0, record_every: int = 1) -> StackedRun:
+                  seed: int = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
+                  lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
+                  y_test: torch.Tensor | None = None) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
-    are written back in place. ``lr`` is one value or one per model; ``optimizer`` is ``"sgd"`` (heavy-ball
-    ``momentum`` as ``torch.optim.SGD``) or ``"adam"`` (as ``torch.optim.Adam``). Minibatches of ``batch_size``
-    follow lmech's engine (the same order for a ``seed``, shared by all models; ``None`` is full batch)."""
+    are written back in place.
+
+    ``optimizer`` is ``"sgd"`` (heavy-ball ``momentum`` as ``torch.optim.SGD``) or ``"adam"`` (as
+    ``torch.optim.Adam``); every parameter is trained. ``lr`` is one value or one per model; ``lr_scale`` multiplies
+    it per parameter name (missing names: 1), so parameter ``n`` of model ``i`` moves at ``lr[i] * lr_scale[n]``:
+    optimizer parameter groups, e.g. muP's per-layer rates (:attr:`lmech.hyper.Parametrization.lr_scale`).
+    Minibatches of ``batch_size`` follow lmech's engine (the same order for a ``seed``, shared by all models;
+    ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies for integer-label targets, the
+    test set ``(x_test, y_test)`` if given) are taken at ``record_steps`` (in 0..steps), by default every
+    ``record_every`` steps and at the last.
+
+    Divergence follows lmech's engine, per model: the minibatch loss is computed before each update, and a model
+    whose loss is non-finite diverged at that step and stops there (its parameters as they were then; the other
+    models go on, unaffected). A model whose minibatch losses stayed finite but whose recorded loss did not (e.g. at
+    the last step, where no minibatch loss is computed) diverged at the first such recorded step.
+    """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer={optimizer!r} is not supported; allowed values: 'sgd', 'adam'")
     if not models:
         raise ValueError("models is empty")
-    shapes = {tuple((n, p.shape) for n, p in m.named_parameters()) for m in models}
-    if len(shapes) > 1:
-        raise ValueError("models must share one architecture (parameter names and shapes); train mixed shapes "
-                         "sequentially")
-    params, buffers = stack_module_state(list(models))
-    params = {n: p.detach().clone() for n, p in params.items()}
-    template = copy.deepcopy(models[0]).to("meta")
-    rates = torch.as_tensor(np.broadcast_to(np.asarray(lr, float), (len(models),)).copy(), dtype=x.dtype)
+    if (x_test is None) != (y_test is None):
+        raise ValueError("pass both x_test and y_test, or neither")
+    archs = {tuple((n, p.shape, p.dtype) for n, p in m.named_parameters()) for m in models}
+    if len(archs) > 1:
+        raise ValueError("models must share one architecture (parameter names, shapes and dtypes); train mixed "
+                         "shapes sequentially")
+    count = len(models)
+    lrs = np.asarray(lr, float)
+    if lrs.ndim and lrs.shape != (count,):
+        raise ValueError(f"lr has {lrs.size} values for {count} models; pass one value or one per model")
+    lrs = np.broadcast_to(lrs, (count,))
+    when = _record_steps(steps, record_every, record_steps)
+    stacked, buffers = stack_module_state(list(models))
+    scale = dict(lr_scale or {})
+    unknown = sorted(set(scale) - set(stacked))
+    if unknown:
+        raise ValueError(f"lr_scale names {unknown} are not parameters of the models; names: {list(stacked)}")
 
-    def loss_one(p: dict, b: dict, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(template, (p, b), (xb,)), yb)
+    shapes = {n: p.shape for n, p in stacked.items()}
+    flat = torch.cat([p.detach().reshape(-1) for p in stacked.values()])
+    rates = {n: torch.as_tensor(lrs * scale.get(n, 1.0), dtype=flat.dtype, device=flat.device)
+             .view(-1, *[1] * (len(shape) - 1)) for n, shape in shapes.items()}
+    opt = _FlatOptimizer(flat, torch.zeros_like(flat), rates, shapes, optimizer, momentum, betas, eps)
+    params = opt.params
+    ops = _chain(models[0]) if x.dim() == 2 else None
+    net = (_ChainNet(ops, params, opt.grads, loss_fn) if ops is not None
+           else _VmapNet(models[0], params, opt.grads, buffers, loss_fn))
+    evaluate = vmap(loss_fn, in_dims=(0, None))
+    labels = not (y.dtype.is_floating_point or y.dtype.is_complex)
+    sets = {"": (x, y)} | ({"test_": (x_test, y_test)} if x_test is not None else {})
+    records = {f"{s}{k}": np.full((len(when), count), np.nan) for s in sets for k in ("loss",) + ("accuracy",) * labels}
 
-    grads_and_losses = vmap(grad_and_value(loss_one), in_dims=(0, 0, None, None))
-    full_loss = vmap(loss_one, in_dims=(0, 0, None, None))
-    state = {n: [torch.zeros_like(p), torch.zeros_like(p)] for n, p in params.items()}
+    slot = {s: t for t, s in enumerate(when)}
+    diverged = np.full(count, -1)
+    frozen: dict[int, dict[str, torch.Tensor]] = {}
     next_batch = _batches(len(x), batch_size, seed)
-    recorded, losses = [], []
     with torch.no_grad():
         for step in range(steps + 1):
-            if step % record_every == 0 or step == steps:
-                recorded.append(step)
-                losses.append(full_loss(params, buffers, x, y).double().cpu().numpy())
+            t = slot.get(step)
+            if t is not None:
+                for prefix, (xs, ys) in sets.items():
+                    out = net.outputs(xs)
+                    records[prefix + "loss"][t] = evaluate(out, ys).double().cpu().numpy()
+                    if labels:
+                        records[prefix + "accuracy"][t] = (out.argmax(dim=2) == ys).flatten(1).double().mean(dim=1).cpu().numpy()
             if step == steps:
                 break
             idx = next_batch()
             xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            with torch.enable_grad():
-                grads, _ = grads_and_losses(params, buffers, xb, yb)
-            for n, p in params.items():
-                g, (m, v) = grads[n], state[n]
-                rate = _per_model(rates, p)
-                if optimizer == "sgd":
-                    if momentum:
-                        m.copy_(g if step == 0 else momentum * m + g)
-                        g = m
-                    p -= rate * g
-                else:  # torch.optim.Adam: m_hat / (sqrt(v_hat) + eps)
-                    m.mul_(betas[0]).add_(g, alpha=1 - betas[0])
-                    v.mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
-                    denom = (v.sqrt() / (1 - betas[1] ** (step + 1)) ** 0.5).add_(eps)
-                    p -= (rate / (1 - betas[0] ** (step + 1))) * m / denom
+            losses = net.loss_and_grad(xb, yb)
+            if not bool(torch.isfinite(losses).all()):
+                for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist():
+                    if diverged[i] < 0:  # keep model i's parameters as they are now, then freeze its slot
+                        diverged[i] = step
+                        frozen[i] = {n: p[i].clone() for n, p in params.items()}
+                        opt.stop(i)
+            opt.step(step)
         for i, model in enumerate(models):
             for n, p in model.named_parameters():
-                p.copy_(params[n][i])
-    return StackedRun(np.array(recorded), np.array(losses))
+                p.copy_(frozen[i][n] if i in frozen else params[n][i])
+
+    steps_arr = np.array(when, dtype=int)
+    for i in range(count):
+        if diverged[i] < 0:
+            bad = ~np.isfinite(records["loss"][:, i]) | ~np.isfinite(records.get("test_loss", records["loss"])[:, i])
+            if bad.any():
+                diverged[i] = steps_arr[bad.argmax()]
+        if diverged[i] >= 0:
+            for a in records.values():
+                a[steps_arr > diverged[i], i] = np.nan
+    return StackedRun(steps_arr, records["loss"], diverged, records.get("test_loss"), records.get("accuracy"),
+                      records.get("test_accuracy"))

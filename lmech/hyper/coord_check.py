@@ -3,30 +3,70 @@
 Under muP every layer's activations and their changes during training stay Theta(1) per coordinate as the width
 grows; under SP with Adam the hidden and output layers' updates grow like the width (Yang et al. 2022,
 arXiv:2203.03466, Fig. 5 and App. D.1; microsoft/mup ``coord_check.py`` records the mean ``|x|`` of each module's
-output over the first steps). Here each affine/norm layer's output ``h_t`` on a fixed batch is recorded after
-``t = 0 .. steps`` updates as ``mean |h_t|`` (activation size) and ``mean |h_t - h_0|`` (update size), and a
-power law in the width is fitted per layer and step.
+output over the first steps). Here the output ``h_t`` of each affine, embedding and norm layer on a fixed batch is
+recorded after ``t = 0 .. steps`` updates as ``mean |h_t|`` (activation size) and ``mean |h_t - h_0|`` (update
+size), and a power law in the width is fitted per layer and step. The engine probe
+:class:`lmech.observables.probes.CoordinateSizes` records the same sizes during a run (:meth:`CoordCheck.from_runs`
+reads them back).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..engine.result import RunResult
 from ..observables._params import LossFn
-from .parametrize import _VECTORS, _WEIGHTS, parametrize
+from .parametrize import _EMBEDDINGS, _VECTORS, _WEIGHTS, parametrize
 
-# Predicted width exponents of the update size at a fixed step, by (scheme, optimizer) and layer role: muP keeps every
-# layer Theta(1); SP with Adam moves a layer by lr per weight entry, so a layer fed by width-many coordinates moves
-# by lr x width (Adam's first step is sign descent: exactly linear in the width for the readout).
+COORD_LAYERS = _WEIGHTS + _EMBEDDINGS + _VECTORS
+
+# Predicted width exponents of the update size mean |h_t - h_0| at a fixed step, by (scheme, optimizer) and layer role
+# (roles of lmech.parametrize; an embedding is an input layer on one-hot inputs, a query a hidden layer). muP keeps
+# every layer Theta(1), except that the recorded query output carries the 1/d_head attention scale lmech.parametrize
+# folds into the query weights, (base/width)^(1/2) times the Theta(1) muP query. SP with Adam moves every weight entry
+# by ~lr, so a layer fed by width-many coordinates moves by lr x width (Adam's first step is sign descent: exactly
+# linear in the width for the readout's own step), one fed by a fixed number of inputs (input, embedding) by O(1);
+# SP's norm layers have no stated exponent (they renormalize whatever the residual stream does).
+_MUP = {"input": 0.0, "embedding": 0.0, "hidden": 0.0, "query": -0.5, "output": 0.0, "norm": 0.0}
 PREDICTED_UPDATE_EXPONENTS = {
-    ("mup", "adam"): {"input": 0.0, "hidden": 0.0, "output": 0.0},
-    ("mup", "sgd"): {"input": 0.0, "hidden": 0.0, "output": 0.0},
-    ("sp", "adam"): {"input": 0.0, "hidden": 1.0, "output": 1.0},
+    ("mup", "adam"): _MUP,
+    ("mup", "sgd"): _MUP,
+    ("sp", "adam"): {"input": 0.0, "embedding": 0.0, "hidden": 1.0, "query": 1.0, "output": 1.0},
 }
+
+
+@contextmanager
+def _coordinate_sizes(model: nn.Module, first: dict[str, torch.Tensor]) -> Iterator[dict[str, tuple[float, float]]]:
+    """Record the output ``h`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module
+    of ``model`` during the forward passes inside the ``with`` block (the last call of each module counts; a module
+    never called, e.g. an embedding read through its ``.weight``, is absent). On exit the yielded dict holds
+    ``(mean |h|, mean |h - h_0|)`` per module name, with ``h_0`` taken from ``first``, where a module's first recorded
+    output is stored (so ``first`` carries the reference from one measurement to the next)."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o.detach()))
+             for n, m in model.named_modules() if isinstance(m, COORD_LAYERS)]
+    sizes: dict[str, tuple[float, float]] = {}
+    try:
+        yield sizes
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, h in seen.items():
+        h0 = first.setdefault(name, h)
+        sizes[name] = (float(h.abs().mean()), float((h - h0).abs().mean()))
+
+
+def module_roles(model: nn.Module, roles: dict[str, str]) -> dict[str, str]:
+    """The role of each coordinate layer of ``model`` from the parameter ``roles`` of a
+    :class:`~lmech.hyper.Parametrization`: its weight's role (``input``, ``embedding``, ``hidden``, ``query``,
+    ``output``), ``norm`` for a LayerNorm and ``frozen`` for a layer without trainable weight."""
+    return {name: "norm" if isinstance(m, _VECTORS) else roles.get(f"{name}.weight" if name else "weight", "frozen")
+            for name, m in model.named_modules() if isinstance(m, COORD_LAYERS)}
 
 
 @dataclass
@@ -61,10 +101,26 @@ class CoordCheck:
         table = PREDICTED_UPDATE_EXPONENTS.get((self.scheme, self.optimizer), {})
         return {name: table[role] for name, role in self.roles.items() if role in table}
 
-
-def _layer_role(module: nn.Module, roles: dict[str, str], name: str) -> str:
-    key = f"{name}.weight" if name else "weight"
-    return roles.get(key, "vector") if isinstance(module, _WEIGHTS) else "vector"
+    @classmethod
+    def from_runs(cls, runs: Sequence[Sequence[RunResult]], widths: Sequence[int], roles: dict[str, str], *,
+                  scheme: str, optimizer: str = "adam") -> "CoordCheck":
+        """The coordinate check of engine runs measured by the ``CoordinateSizes`` probe: ``runs[i]`` are the seeds
+        at ``widths[i]`` (sizes averaged over them), each recording ``coords/<layer>/size`` and ``.../update`` at
+        steps ``0 .. steps``; ``roles`` as :func:`module_roles`."""
+        out = cls(scheme, optimizer, np.asarray(widths, float), {})
+        for wi, seeds in enumerate(runs):
+            for run in seeds:
+                for metric in run.names():
+                    head, _, kind = metric.rpartition("/")
+                    if not head.startswith("coords/"):
+                        continue
+                    steps, values = run.series(metric)
+                    if not np.array_equal(steps, np.arange(len(steps))):
+                        raise ValueError(f"run {run.run_id}: {metric} is not measured at every step")
+                    store = out.activation if kind == "size" else out.update
+                    store.setdefault(head[len("coords/"):], np.zeros((len(widths), len(steps))))[wi] += values / len(seeds)
+        out.roles = {name: roles[name] for name in out.activation}
+        return out
 
 
 def coord_check(build_model: Callable[[int], nn.Module], widths: list[int], x: torch.Tensor, y: torch.Tensor,
@@ -72,7 +128,8 @@ def coord_check(build_model: Callable[[int], nn.Module], widths: list[int], x: t
                 seeds: tuple[int, ...] = (0,), base_width: int | None = None) -> CoordCheck:
     """Train ``build_model(width)`` (parametrized by :func:`lmech.parametrize` in ``scheme`` with ``base_width``,
     default the smallest width) for ``steps`` full-batch steps of ``optimizer`` on ``(x, y)`` and record every
-    affine/norm layer's output sizes; see :class:`CoordCheck`."""
+    affine/embedding/norm layer's output sizes; see :class:`CoordCheck`. ``x`` may hold integer tokens
+    (e.g. for :class:`lmech.systems.networks.TransformerNet`)."""
     if len(widths) < 2:
         raise ValueError(f"widths={widths!r}: need at least two widths to fit exponents")
     widths = sorted(widths)
@@ -83,27 +140,18 @@ def coord_check(build_model: Callable[[int], nn.Module], widths: list[int], x: t
             model = build_model(width)
             p = parametrize(model, scheme, base_width=base_width, optimizer=optimizer, lr=lr, seed=seed)
             opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(p.groups)
-            layers = {n: m for n, m in model.named_modules() if isinstance(m, _WEIGHTS + _VECTORS)}
             if out is None:
-                out = CoordCheck(scheme, optimizer, np.array(widths, float),
-                                 {n: _layer_role(m, p.roles, n) for n, m in layers.items()})
-                for n in layers:
-                    out.activation[n] = np.zeros((len(widths), steps + 1))
-                    out.update[n] = np.zeros((len(widths), steps + 1))
-            seen: dict[str, torch.Tensor] = {}
-            hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o.detach()))
-                     for n, m in layers.items()]
+                out = CoordCheck(scheme, optimizer, np.array(widths, float), module_roles(model, p.roles))
             first: dict[str, torch.Tensor] = {}
             for t in range(steps + 1):
                 opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                for n, h in seen.items():
-                    first.setdefault(n, h)
-                    out.activation[n][wi, t] += float(h.abs().mean()) / len(seeds)
-                    out.update[n][wi, t] += float((h - first[n]).abs().mean()) / len(seeds)
+                with _coordinate_sizes(model, first) as sizes:
+                    loss = loss_fn(model(x), y)
+                for name, (size, update) in sizes.items():
+                    out.activation.setdefault(name, np.zeros((len(widths), steps + 1)))[wi, t] += size / len(seeds)
+                    out.update.setdefault(name, np.zeros((len(widths), steps + 1)))[wi, t] += update / len(seeds)
                 if t < steps:
                     loss.backward()
                     opt.step()
-            for h in hooks:
-                h.remove()
+    out.roles = {name: role for name, role in out.roles.items() if name in out.activation}
     return out

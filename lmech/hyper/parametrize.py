@@ -120,7 +120,7 @@ def _residual_branches(model: nn.Module) -> list[str]:
 def parametrize(model: nn.Module, scheme: str, *, base_width: int, optimizer: str = "adam", lr: float = 1e-3,
                 weight_decay: float = 0.0, width: int | None = None, gain: float = 1.0, seed: int | None = 0,
                 base_depth: int | None = None, depth_exponent: float = 0.5, branches: Sequence[str] | None = None,
-                queries: Sequence[str] | None = None) -> Parametrization:
+                queries: Sequence[str] | None = None, readout_zero_init: bool = False) -> Parametrization:
     """Re-initialize ``model`` in ``scheme`` (``"sp"``, ``"ntk"``, ``"mup"``, ``"depth-mup"``) relative to
     ``base_width`` (and ``base_depth``) and return its :class:`Parametrization` with per-parameter optimizer groups
     for ``optimizer`` (``"adam"`` or ``"sgd"``).
@@ -138,6 +138,9 @@ def parametrize(model: nn.Module, scheme: str, *, base_width: int, optimizer: st
     muP and depth-muP also zero-initialize attention query projections (modules named as in ``QUERY_NAMES``, or
     ``queries``) and fold the ``1/d_head`` attention scale into them: the model's own ``1/sqrt(d_head)`` times
     ``c = sqrt(base_width / width)`` (heads of width ``d_model / n_heads``; Yang et al. 2022, arXiv:2203.03466, Sec. 4).
+    ``readout_zero_init`` starts muP's output weights at zero instead of variance ``1/(fan_in width_mult)`` (Table 3
+    allows either; microsoft/mup recommends zero for transformers): the init readout's term in the output's change,
+    which decays only like ``width^-1/2``, is then absent at finite width.
     ``"depth-mup"`` adds residual-branch scaling (:func:`lmech.theory.branch_scaling`, exponent ``depth_exponent``:
     0.5 is Depth-muP, 1 CompleteP) relative to ``base_depth`` branches: the multiplier is folded into each branch's
     output layer (``branches``, found from the module structure by default) and every parameter inside the residual
@@ -184,7 +187,7 @@ def parametrize(model: nn.Module, scheme: str, *, base_width: int, optimizer: st
                 if role == "embedding":
                     param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64).to(param) * gain)
                 elif role in ("input", "hidden", "output", "query"):
-                    zero = role == "query" and table_scheme == "mup"
+                    zero = table_scheme == "mup" and (role == "query" or (role == "output" and readout_zero_init))
                     std = 0.0 if zero else gain * s.init_std * s.multiplier * init_factor
                     param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float64).to(param) * std)
                 elif role == "norm" and name == "weight":

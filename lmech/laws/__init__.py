@@ -1,7 +1,7 @@
 """Laws: executable claims of learning mechanics, and the atlas that registers them."""
 from . import (batch_scaling, catapult, central_flow, conservation_laws, critical_batch, dln_saxe_modes,  # noqa: F401
-               edge_of_stability, eigenlearning_curves, feature_ansatz, lazy_rich, nngp_monte_carlo,
-               ntk_lazy_limit, optimizer_eos)  # (registration)
+               depth_transfer, edge_of_stability, eigenlearning_curves, feature_ansatz, lazy_rich, mup_coord_check,
+               mup_transfer, nngp_monte_carlo, ntk_lazy_limit, optimizer_eos, transformer_transfer)  # (registration)
 from .base import DIVERGED, FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Check, Experiment, Law, Panel, Series, Verdict
 from .registry import LAWS, get_law, register
 

@@ -27,7 +27,8 @@ class Experiment:
 @dataclass
 class Series:
     """One line or set of dots in a figure panel. ``kind``: ``theory`` (line), ``measured`` (dots),
-    ``reference`` (dashed line, e.g. a threshold). Series sharing ``group`` share a colour."""
+    ``reference`` (dashed line, e.g. a threshold), ``curve`` (measured dots joined by a line, e.g. loss against
+learning rate). Series sharing ``group`` share a colour; a label starting with ``_`` stays out of the legend."""
 
     label: str
     x: list[float]

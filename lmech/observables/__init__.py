@@ -9,8 +9,8 @@ from .linear_net import end_to_end_map, end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_costs, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .noise import NoiseScaleEstimate, gradient_noise_scale, per_example_grads
-from .probes import (PROBES, Conservation, FeatureAnsatz, GradNorm, HessianDensity, HessianTrace, Kernels, Loss, NoiseScale,
-                     Outputs, Parameters, Probe,
+from .probes import (PROBES, Conservation, CoordinateSizes, FeatureAnsatz, GradNorm, HessianDensity, HessianTrace,
+                     Kernels, Loss, NoiseScale, Outputs, Parameters, Probe,
                      RepresentationChange, Sharpness, SingularValues, WeightChange, probe_from_dict)
 from .preconditioner import preconditioner_diagonal
 from .sharpness import SharpnessTracker, layer_blocks, sharpness
@@ -27,5 +27,5 @@ __all__ = [
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",
     "TraceEstimate", "hessian_trace", "trace_estimate", "SpectralDensity", "hessian_density", "lanczos_tridiagonal",
     "spectral_density", "NoiseScaleEstimate", "gradient_noise_scale", "per_example_grads", "NoiseScale", "HessianTrace", "HessianDensity",
-    "preconditioner_diagonal", "layer_blocks",
+    "CoordinateSizes", "preconditioner_diagonal", "layer_blocks",
 ]

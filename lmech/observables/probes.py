@@ -354,9 +354,36 @@ class HessianDensity(Probe):
         return {"density/nodes": nodes, "density/weights": weights, "density/matvecs": float(sd.matvecs)}
 
 
+@dataclass
+class CoordinateSizes(Probe):
+    """``coords/<module>/size`` = mean ``|h_t|`` and ``coords/<module>/update`` = mean ``|h_t - h_0|`` of the output
+    ``h_t`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module on the first
+    ``points`` training inputs (token ids work too), ``h_0`` from the first measurement after :meth:`reset` (the init
+    when scheduled at step 0): the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
+    :meth:`lmech.CoordCheck.from_runs`."""
+
+    points: int = 256
+    name: ClassVar[str] = "coords"
+    _first: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        positive_int("probe.points", self.points)
+
+    def reset(self) -> None:
+        self._first = {}
+
+    @torch.no_grad()
+    def measure(self, state: "TrainState") -> dict[str, float]:
+        from ..hyper.coord_check import _coordinate_sizes  # lmech.hyper imports the engine, which imports this module
+
+        with _coordinate_sizes(state.model, self._first) as sizes:
+            state.model(state.x_train[:self.points])
+        return {f"coords/{n}/{kind}": v for n, pair in sizes.items() for kind, v in zip(("size", "update"), pair)}
+
+
 PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
                                     Kernels, Parameters, RepresentationChange, FeatureAnsatz, NoiseScale,
-                                    HessianTrace, HessianDensity)}
+                                    HessianTrace, HessianDensity, CoordinateSizes)}
 
 
 def probe_from_dict(d: dict) -> Probe:

@@ -10,6 +10,7 @@ _STYLE = {
     "theory": {"linestyle": "-", "linewidth": 1.6, "marker": None},
     "measured": {"linestyle": "none", "marker": "o", "markersize": 3.5, "alpha": 0.85},
     "reference": {"linestyle": "--", "linewidth": 1.0, "marker": None},
+    "curve": {"linestyle": "-", "linewidth": 1.0, "marker": "o", "markersize": 3.0},
 }
 
 

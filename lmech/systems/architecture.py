@@ -123,9 +123,10 @@ class Transformer:
     LayerNorm and a linear readout of the last position.
 
     ``parameterization`` as :class:`ResidualMLP`; under ``"mup"``/``"depth-mup"`` the attention scale becomes
-    ``1/d_head`` relative to the base width and the queries start at zero (:func:`lmech.parametrize`); the number of
-    heads is fixed, so ``d_head`` grows with the width. For depth-mup every block holds two residual branches, and
-    ``base_depth`` counts blocks.
+    ``1/d_head`` relative to the base width and the queries start at zero (:func:`lmech.parametrize`), and so does
+    the readout when ``readout_zero_init`` (microsoft/mup's advice for transformers); the number of heads is fixed,
+    so ``d_head`` grows with the width. For depth-mup every block holds two residual branches, and ``base_depth``
+    counts blocks.
     """
 
     width: int
@@ -136,6 +137,7 @@ class Transformer:
     base_width: int | None = None
     base_depth: int | None = None
     depth_exponent: float = 0.5
+    readout_zero_init: bool = True
     kind: ClassVar[str] = "transformer"
 
     def __post_init__(self) -> None:
@@ -143,6 +145,8 @@ class Transformer:
         positive_int("architecture.depth", self.depth)
         positive_int("architecture.heads", self.heads)
         positive_int("architecture.mlp_ratio", self.mlp_ratio)
+        if not isinstance(self.readout_zero_init, bool):
+            raise ConfigError(f"architecture.readout_zero_init={self.readout_zero_init!r} must be True or False")
         if self.width % self.heads:
             raise ConfigError(f"architecture.width={self.width} must be a multiple of architecture.heads={self.heads}")
         one_of("architecture.parameterization", self.parameterization, DEPTH_SCHEMES)

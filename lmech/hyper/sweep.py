@@ -1,0 +1,76 @@
+"""Sweeps through the engine: experiments that differ only in the learning rate are trained together.
+
+:func:`lmech.run_experiments` (what :func:`lmech.check` uses) reuses runs already in the store and groups the rest
+by everything but ``rule.lr`` (same architecture, data, task, optimizer, seed, batch order and probes). A group
+whose probes are all :class:`~lmech.Loss` probes is trained at once by :func:`~lmech.hyper.train_stacked` (one
+vmapped gradient per step for all its models; per-layer learning rates from :func:`lmech.parametrize` included).
+Every model is still its own :class:`~lmech.RunResult` with the records the sequential engine would write (equal to
+float rounding, see ``tests/test_sweep.py``), committed to the store as soon as its group finishes. Mixed shapes,
+other probes and singletons run one after another through :func:`lmech.train`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from ..engine.result import DIVERGED, RunResult
+from ..engine.trainer import _finite_outcome, initial_state, run_id, versions
+from ..observables.probes import Loss
+from .batched import train_stacked
+
+MAX_GROUP = 64  # models trained together at most (memory grows linearly with the group)
+
+
+def batch_key(exp) -> str | None:
+    """Experiments with equal keys can share one stacked run; ``None`` when the probes need the sequential engine."""
+    if not exp.probes or not all(type(p) is Loss for p in exp.probes):
+        return None
+    system = exp.system.to_dict()
+    system["rule"] = {k: v for k, v in system["rule"].items() if k != "lr"}
+    return repr((system, [p.to_dict() for p in exp.probes]))
+
+
+def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
+    """Train experiments that differ only in ``rule.lr`` together (:func:`train_stacked`) and return one
+    :class:`RunResult` per experiment, with the ``loss/<split>`` (and ``accuracy/<split>``) records of its
+    :class:`~lmech.Loss` probes on their schedules, exactly as :func:`lmech.train` records them."""
+    start = time.perf_counter()
+    first = experiments[0]
+    rule = first.system.rule
+    states = [initial_state(e.system, device) for e in experiments]
+    state = states[0]
+    lr_scale = ({g["name"]: g["lr"] / rule.lr for g in state.param_groups} if state.param_groups is not None
+                else None)
+    schedules = [(p.split, p.schedule.steps(rule.steps)) for p in first.probes]
+    record_steps = sorted(set().union(*(steps for _, steps in schedules)))
+    has_test = any(split == "test" for split, _ in schedules) and len(state.x_test) > 0
+    run = train_stacked([s.model for s in states], state.loss_fn, state.x_train, state.y_train,
+                        lr=[e.system.rule.lr for e in experiments], lr_scale=lr_scale, steps=rule.steps,
+                        optimizer="adam" if rule.optimizer == "adam" else "sgd",
+                        momentum=rule.momentum if rule.optimizer == "momentum" else 0.0, betas=rule.betas,
+                        eps=rule.eps, batch_size=rule.batch_size, seed=rule.seed, record_steps=record_steps,
+                        x_test=state.x_test if has_test else None, y_test=state.y_test if has_test else None)
+    row = {int(s): t for t, s in enumerate(run.steps)}
+    metrics = {("train", "loss"): run.loss, ("train", "accuracy"): run.accuracy,
+               ("test", "loss"): run.test_loss, ("test", "accuracy"): run.test_accuracy}
+    share = (time.perf_counter() - start) / len(experiments)
+    results = []
+    for i, exp in enumerate(experiments):
+        result = RunResult(run_id(exp.system, exp.probes), exp.system.to_dict(), [p.to_dict() for p in exp.probes],
+                           versions={**versions(), "executor": f"train_stacked x{len(experiments)}"})
+        last = int(run.diverged_step[i]) if run.diverged_step[i] >= 0 else rule.steps
+        for step in record_steps:
+            if step > last:
+                break
+            for split, steps in schedules:
+                if step not in steps or (split == "test" and not has_test):
+                    continue
+                for kind in ("loss", "accuracy") if state.labelled else ("loss",):
+                    result.records.append((step, f"{kind}/{split}", float(metrics[(split, kind)][row[step], i])))
+        if run.diverged_step[i] >= 0:
+            result.outcome, result.diverged_step = DIVERGED, int(run.diverged_step[i])
+        else:
+            result.outcome = _finite_outcome(result)
+        result.wall_time = share
+        results.append(result)
+    return results

@@ -1,0 +1,50 @@
+"""Batched sweeps through the engine: each model's records equal its sequential engine run, stored separately."""
+import numpy as np
+import pytest
+
+import lmech
+from lmech import MLP, MNIST1D, Experiment, LearningRule, Loss, Schedule, System, Task, Transformer
+from lmech.systems import ModularArithmetic
+
+
+def _experiments(arch, data, lrs, optimizer="adam", batch_size=None, steps=12, tag=""):
+    probes = [Loss(schedule=Schedule(every=4)), Loss(Schedule(at=(0, steps)), split="test")]
+    return [Experiment(f"{tag}lr={lr:g}", System(arch, data, Task("cross_entropy"),
+                                            LearningRule(lr=lr, steps=steps, optimizer=optimizer, batch_size=batch_size,
+                                                         dtype="float64")), probes) for lr in lrs]
+
+
+def _assert_same_records(batched, alone):
+    assert batched.run_id == alone.run_id and batched.outcome == alone.outcome
+    assert batched.diverged_step == alone.diverged_step
+    a, b = sorted(batched.records), sorted(alone.records)
+    assert [(s, n) for s, n, _ in a] == [(s, n) for s, n, _ in b]
+    np.testing.assert_allclose([v for *_, v in a], [v for *_, v in b], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch, data, optimizer, batch_size", [
+    (MLP(width=48, depth=2, parameterization="mup", base_width=24), MNIST1D(n_train=256, n_test=64), "adam", 64),
+    (MLP(width=48, depth=2), MNIST1D(n_train=256, n_test=64), "momentum", 64),
+    (Transformer(width=24, depth=1, heads=2, base_width=12), ModularArithmetic(p=11, n_train=80, n_test=20), "adam", None),
+])
+def test_batched_runs_equal_sequential_engine_runs(arch, data, optimizer, batch_size, tmp_path):
+    lrs = [1e-3, 1e-2] + ([1e4] if optimizer == "momentum" else [3e-2])  # 1e4 diverges under SGD
+    exps = _experiments(arch, data, lrs, optimizer, batch_size)
+    store = lmech.Store(tmp_path / "s.db")
+    batched = lmech.run_experiments(exps, store)
+    assert all("train_stacked x3" == r.versions["executor"] for r in batched.values())
+    for exp in exps:
+        _assert_same_records(batched[exp.label], lmech.train(exp.system, exp.probes))
+        assert store.load_run(batched[exp.label].run_id) is not None  # each model is its own stored run
+    if optimizer == "momentum":
+        assert batched["lr=10000"].outcome == "diverged"
+
+
+def test_mixed_shapes_and_other_probes_run_alone():
+    data = MNIST1D(n_train=64, n_test=0)
+    exps = (_experiments(MLP(width=16), data, [1e-3, 1e-2], steps=2)
+            + _experiments(MLP(width=24), data, [1e-3], steps=2, tag="wide "))
+    exps.append(Experiment("grad", exps[0].system, [lmech.GradNorm()]))
+    runs = lmech.run_experiments(exps)
+    assert runs["grad"].versions.get("executor") is None and runs[exps[2].label].versions.get("executor") is None
+    assert runs[exps[0].label].versions["executor"] == "train_stacked x2"
