@@ -34,9 +34,9 @@ from ..systems.task import half_mse
 class StackedRun:
     """Per-model records at ``steps[t]`` (the parameters after that many updates), float64 arrays ``[t, i]`` for
     model ``i``: ``loss`` (full training set), ``test_loss`` (``None`` without a test set), ``accuracy`` and
-    ``test_accuracy`` (fraction of rows whose arg-max output is the integer label; ``None`` unless the targets are
-    integer labels). ``diverged_step[i]`` is the step at which model ``i`` diverged, -1 if it did not; its records
-    after that step are NaN."""
+    ``test_accuracy`` (fraction of rows whose arg-max output is the label, or the arg-max of a one-hot row; ``None``
+    unless asked for or the targets are integer labels). ``diverged_step[i]`` is the step at which model ``i``
+    diverged, -1 if it did not; its records after that step are NaN."""
 
     steps: np.ndarray
     loss: np.ndarray
@@ -323,7 +323,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
                   seed: int = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
                   lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
-                  y_test: torch.Tensor | None = None) -> StackedRun:
+                  y_test: torch.Tensor | None = None, accuracy: bool | None = None) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
     are written back in place.
 
@@ -332,8 +332,9 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     it per parameter name (missing names: 1), so parameter ``n`` of model ``i`` moves at ``lr[i] * lr_scale[n]``:
     optimizer parameter groups, e.g. muP's per-layer rates (:attr:`lmech.hyper.Parametrization.lr_scale`).
     Minibatches of ``batch_size`` follow lmech's engine (the same order for a ``seed``, shared by all models;
-    ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies for integer-label targets, the
-    test set ``(x_test, y_test)`` if given) are taken at ``record_steps`` (in 0..steps), by default every
+    ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
+    for integer-label targets; one-hot rows count by their arg-max), the test set ``(x_test, y_test)`` if given) are
+    taken at ``record_steps`` (in 0..steps), by default every
     ``record_every`` steps and at the last.
 
     Divergence follows lmech's engine, per model: the minibatch loss is computed before each update, and a model
@@ -373,7 +374,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     net = (_ChainNet(ops, params, opt.grads, loss_fn) if ops is not None
            else _VmapNet(models[0], params, opt.grads, buffers, loss_fn))
     evaluate = vmap(loss_fn, in_dims=(0, None))
-    labels = not (y.dtype.is_floating_point or y.dtype.is_complex)
+    labels = accuracy if accuracy is not None else not (y.dtype.is_floating_point or y.dtype.is_complex)
     sets = {"": (x, y)} | ({"test_": (x_test, y_test)} if x_test is not None else {})
     records = {f"{s}{k}": np.full((len(when), count), np.nan) for s in sets for k in ("loss",) + ("accuracy",) * labels}
 
@@ -389,7 +390,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                     out = net.outputs(xs)
                     records[prefix + "loss"][t] = evaluate(out, ys).double().cpu().numpy()
                     if labels:
-                        records[prefix + "accuracy"][t] = (out.argmax(dim=2) == ys).flatten(1).double().mean(dim=1).cpu().numpy()
+                        hits = out.argmax(dim=2) == (ys.argmax(dim=1) if ys.dim() > 1 else ys)
+                        records[prefix + "accuracy"][t] = hits.flatten(1).double().mean(dim=1).cpu().numpy()
             if step == steps:
                 break
             idx = next_batch()

@@ -49,7 +49,8 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
                         optimizer="adam" if rule.optimizer == "adam" else "sgd",
                         momentum=rule.momentum if rule.optimizer == "momentum" else 0.0, betas=rule.betas,
                         eps=rule.eps, batch_size=rule.batch_size, seed=rule.seed, record_steps=record_steps,
-                        x_test=state.x_test if has_test else None, y_test=state.y_test if has_test else None)
+                        x_test=state.x_test if has_test else None, y_test=state.y_test if has_test else None,
+                        accuracy=state.labelled)
     row = {int(s): t for t, s in enumerate(run.steps)}
     metrics = {("train", "loss"): run.loss, ("train", "accuracy"): run.accuracy,
                ("test", "loss"): run.test_loss, ("test", "accuracy"): run.test_accuracy}
