@@ -11,9 +11,8 @@ reads them back).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,9 +20,8 @@ from torch import nn
 
 from ..engine.result import RunResult
 from ..observables._params import LossFn
-from .parametrize import _EMBEDDINGS, _VECTORS, _WEIGHTS, parametrize
-
-COORD_LAYERS = _WEIGHTS + _EMBEDDINGS + _VECTORS
+from ..observables.coordinates import COORD_LAYERS, coordinate_sizes
+from .parametrize import _VECTORS, parametrize
 
 # Predicted width exponents of the update size mean |h_t - h_0| at a fixed step, by (scheme, optimizer) and layer role
 # (roles of lmech.parametrize; an embedding is an input layer on one-hot inputs, a query a hidden layer). muP keeps
@@ -38,27 +36,6 @@ PREDICTED_UPDATE_EXPONENTS = {
     ("mup", "sgd"): _MUP,
     ("sp", "adam"): {"input": 0.0, "embedding": 0.0, "hidden": 1.0, "query": 1.0, "output": 1.0},
 }
-
-
-@contextmanager
-def _coordinate_sizes(model: nn.Module, first: dict[str, torch.Tensor]) -> Iterator[dict[str, tuple[float, float]]]:
-    """Record the output ``h`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module
-    of ``model`` during the forward passes inside the ``with`` block (the last call of each module counts; a module
-    never called, e.g. an embedding read through its ``.weight``, is absent). On exit the yielded dict holds
-    ``(mean |h|, mean |h - h_0|)`` per module name, with ``h_0`` taken from ``first``, where a module's first recorded
-    output is stored (so ``first`` carries the reference from one measurement to the next)."""
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: seen.__setitem__(n, o.detach()))
-             for n, m in model.named_modules() if isinstance(m, COORD_LAYERS)]
-    sizes: dict[str, tuple[float, float]] = {}
-    try:
-        yield sizes
-    finally:
-        for h in hooks:
-            h.remove()
-    for name, h in seen.items():
-        h0 = first.setdefault(name, h)
-        sizes[name] = (float(h.abs().mean()), float((h - h0).abs().mean()))
 
 
 def module_roles(model: nn.Module, roles: dict[str, str]) -> dict[str, str]:
@@ -145,7 +122,7 @@ def coord_check(build_model: Callable[[int], nn.Module], widths: list[int], x: t
             first: dict[str, torch.Tensor] = {}
             for t in range(steps + 1):
                 opt.zero_grad()
-                with _coordinate_sizes(model, first) as sizes:
+                with coordinate_sizes(model, first) as sizes:
                     loss = loss_fn(model(x), y)
                 for name, (size, update) in sizes.items():
                     out.activation.setdefault(name, np.zeros((len(widths), steps + 1)))[wi, t] += size / len(seeds)

@@ -12,6 +12,7 @@ from .noise import NoiseScaleEstimate, gradient_noise_scale, per_example_grads
 from .probes import (PROBES, Conservation, CoordinateSizes, FeatureAnsatz, GradNorm, HessianDensity, HessianTrace,
                      Kernels, Loss, NoiseScale, Outputs, Parameters, Probe,
                      RepresentationChange, Sharpness, SingularValues, WeightChange, probe_from_dict)
+from .coordinates import coordinate_sizes
 from .preconditioner import preconditioner_diagonal
 from .sharpness import SharpnessTracker, layer_blocks, sharpness
 from .trace import TraceEstimate, hessian_trace, trace_estimate
@@ -27,5 +28,5 @@ __all__ = [
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",
     "TraceEstimate", "hessian_trace", "trace_estimate", "SpectralDensity", "hessian_density", "lanczos_tridiagonal",
     "spectral_density", "NoiseScaleEstimate", "gradient_noise_scale", "per_example_grads", "NoiseScale", "HessianTrace", "HessianDensity",
-    "CoordinateSizes", "preconditioner_diagonal", "layer_blocks",
+    "CoordinateSizes", "coordinate_sizes", "preconditioner_diagonal", "layer_blocks",
 ]

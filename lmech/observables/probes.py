@@ -16,6 +16,7 @@ import torch
 from ..engine.schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
+from .coordinates import coordinate_sizes
 from .features import agop, nfa_scores, readout_kernel, representation_change
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
@@ -374,9 +375,7 @@ class CoordinateSizes(Probe):
 
     @torch.no_grad()
     def measure(self, state: "TrainState") -> dict[str, float]:
-        from ..hyper.coord_check import _coordinate_sizes  # lmech.hyper imports the engine, which imports this module
-
-        with _coordinate_sizes(state.model, self._first) as sizes:
+        with coordinate_sizes(state.model, self._first) as sizes:
             state.model(state.x_train[:self.points])
         return {f"coords/{n}/{kind}": v for n, pair in sizes.items() for kind, v in zip(("size", "update"), pair)}
 
