@@ -62,7 +62,7 @@ def run_experiments(experiments: Sequence[Experiment], store: Store | None = Non
         groups.setdefault(key if key is not None else f"alone:{exp.label}", []).append(exp)
     for members in groups.values():
         for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP)):
-            if len(chunk) == 1 or not batched or batch_key(chunk[0]) is None:
+            if len(chunk) == 1:  # alone by key (not batchable, or batched=False) or by count
                 for exp in chunk:
                     results[exp.label] = run_experiment(exp, store, force=True, device=device, progress=progress,
                                                         step_progress=step_progress)

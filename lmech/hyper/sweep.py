@@ -39,8 +39,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
     rule = first.system.rule
     states = [initial_state(e.system, device) for e in experiments]
     state = states[0]
-    lr_scale = ({g["name"]: g["lr"] / rule.lr for g in state.param_groups} if state.param_groups is not None
-                else None)
+    lr_scale = {g["name"]: g["lr_scale"] for g in state.param_groups} if state.param_groups is not None else None
     schedules = [(p.split, p.schedule.steps(rule.steps)) for p in first.probes]
     record_steps = sorted(set().union(*(steps for _, steps in schedules)))
     has_test = any(split == "test" for split, _ in schedules) and len(state.x_test) > 0
