@@ -26,7 +26,7 @@ from torch import nn
 
 from _benchutil import OUT, _busy_seconds, machine_facts, wait_quiet
 from lmech.engine.trainer import _batches
-from lmech.hyper import train_stacked
+from lmech.engine import train_stacked
 from lmech.systems import MNIST1D
 from lmech.systems.task import half_mse
 

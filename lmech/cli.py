@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .engine.schedule import Schedule
+from .observables.schedule import Schedule
 from .laws import LAWS, PASS, Experiment, Verdict
 from .observables.probes import Loss, probe_from_dict
 from .report import write_report

@@ -4,12 +4,15 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from .engine.result import DIVERGED, RunResult
+from .engine.experiment import Experiment
+from .engine.sweep import MAX_GROUP, batch_key, train_group
 from .engine.trainer import run_id, train
-from .hyper.sweep import MAX_GROUP, batch_key, train_group
-from .laws.base import SCALES, Experiment, Verdict
+from .laws.base import SCALES
 from .laws.registry import get_law
+from .report.verdict import Verdict
 from .store import Store
+from .store.result import DIVERGED, RunResult
+from .store.runs import Runs
 from .systems._validate import one_of
 
 Progress = Callable[[str], None]
@@ -42,41 +45,41 @@ def run_experiment(exp: Experiment, store: Store | None = None, *, force: bool =
 
 def run_experiments(experiments: Sequence[Experiment], store: Store | None = None, *, force: bool = False,
                     device: str = "cpu", batched: bool = True, progress: Progress | None = None,
-                    step_progress: StepProgress | None = None) -> dict[str, RunResult]:
-    """Run (or load from ``store``) every experiment and return ``{label: RunResult}`` in their order.
+                    step_progress: StepProgress | None = None) -> Runs:
+    """Run (or load from ``store``) every experiment and return them as :class:`Runs` by key, in their order.
 
     With ``batched`` (default), experiments that differ only in ``rule.lr`` and measure only losses are trained
-    together, up to ``MAX_GROUP`` at a time (:mod:`lmech.hyper.sweep`), each still a separate stored run;
+    together, up to ``MAX_GROUP`` at a time (:mod:`lmech.engine.sweep`), each still a separate stored run;
     the others run one after another (:func:`run_experiment`). Each run or group is committed as it finishes.
     """
-    results: dict[str, RunResult] = {}
+    results: dict = {}
     groups: dict[str, list[Experiment]] = {}
     for exp in experiments:
         cached = store.load_run(run_id(exp.system, exp.probes)) if store is not None and not force else None
         if cached is not None:
-            results[exp.label] = cached
+            results[exp.key] = cached
             if progress:
                 progress(f"  {exp.label}: reused stored run {cached.run_id}")
             continue
         key = batch_key(exp) if batched else None
-        groups.setdefault(key if key is not None else f"alone:{exp.label}", []).append(exp)
+        groups.setdefault(key if key is not None else ("alone", exp.key), []).append(exp)
     for members in groups.values():
         for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP)):
             if len(chunk) == 1:  # alone by key (not batchable, or batched=False) or by count
                 for exp in chunk:
-                    results[exp.label] = run_experiment(exp, store, force=True, device=device, progress=progress,
+                    results[exp.key] = run_experiment(exp, store, force=True, device=device, progress=progress,
                                                         step_progress=step_progress)
                 continue
             start = time.perf_counter()
             for exp, result in zip(chunk, train_group(chunk, device)):
                 if store is not None:
                     store.save_run(result)
-                results[exp.label] = result
+                results[exp.key] = result
             if progress:
-                diverged = sum(results[e.label].outcome == DIVERGED for e in chunk)
+                diverged = sum(results[e.key].outcome == DIVERGED for e in chunk)
                 progress(f"  {len(chunk)} runs {chunk[0].label} .. {chunk[-1].label} trained together in "
                          f"{time.perf_counter() - start:.1f}s ({diverged} diverged)")
-    return {exp.label: results[exp.label] for exp in experiments}
+    return Runs((exp.key, results[exp.key]) for exp in experiments)
 
 
 def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = None, *, force: bool = False,

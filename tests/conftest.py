@@ -27,10 +27,11 @@ def quick_runs():
 
 
 def distorted(runs, name_prefix, change):
-    """Copies of ``runs`` with every scalar and array measurement whose name starts with ``name_prefix`` replaced by
-    ``change(label, value)``: a wrong measurement that a law must reject."""
+    """Copies of ``runs`` (a :class:`lmech.laws.Runs`) with every scalar and array measurement whose name starts with
+    ``name_prefix`` replaced by ``change(key, value)`` (``key`` the run's :class:`~lmech.laws.Key`, e.g.
+    ``key["eta"]``): a wrong measurement that a law must reject."""
     out = copy.deepcopy(runs)
-    for label, run in out.items():
-        run.records = [(s, n, change(label, v) if n.startswith(name_prefix) else v) for s, n, v in run.records]
-        run.arrays = [(s, n, change(label, a) if n.startswith(name_prefix) else a) for s, n, a in run.arrays]
+    for key, run in out.items():
+        run.records = [(s, n, change(key, v) if n.startswith(name_prefix) else v) for s, n, v in run.records]
+        run.arrays = [(s, n, change(key, a) if n.startswith(name_prefix) else a) for s, n, a in run.arrays]
     return out

@@ -5,7 +5,7 @@ import torch
 from conftest import distorted
 
 import lmech.laws.batch_scaling  # noqa: F401  (registration)
-from lmech.engine.result import RunResult
+from lmech.store.result import RunResult
 from lmech.engine.trainer import _batches
 from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
 from lmech.laws.batch_scaling import crossing, matched_grid, on_examples, relative_gap, scaled_rule

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lmech.engine.trainer import _batches
-from lmech.hyper import train_stacked
-from lmech.hyper.batched import _chain
+from lmech.engine import train_stacked
+from lmech.engine.batched import _chain
 from lmech.observables.metrics import accuracy, loss
 from lmech.systems.networks import MLPNet
 from lmech.systems.task import cross_entropy, half_mse

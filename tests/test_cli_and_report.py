@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from lmech.cli import main
-from lmech.engine.schedule import Schedule
+from lmech.observables.schedule import Schedule
 from lmech.laws import FAIL, LAWS, Check, Experiment, Law, Panel, Series, Verdict
 from lmech.observables.probes import Loss
 from lmech.report import render_report

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lmech
-from lmech.engine.state import TrainState
+from lmech.observables.state import TrainState
 from lmech.observables.probes import PROBES, CoordinateSizes, probe_from_dict
 from lmech.systems import ModularArithmetic
 from lmech.systems.networks import TransformerNet

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from lmech.engine.result import RunResult
-from lmech.engine.schedule import Schedule
+from lmech.store.result import RunResult
+from lmech.observables.schedule import Schedule
 from lmech.engine.trainer import initial_state, train
 from lmech.laws import FAIL, LAWS
 from lmech.laws.depth_transfer import _SETTINGS, VARIANTS, _architecture, _label, stream_update, tail_loss

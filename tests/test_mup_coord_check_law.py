@@ -12,7 +12,7 @@ import torch
 from conftest import distorted
 
 from lmech.engine.trainer import initial_state, train
-from lmech.hyper.coord_check import CoordCheck
+from lmech.engine.coord_check import CoordCheck
 from lmech.laws import FAIL, LAWS
 from lmech.laws.mup_coord_check import _SETTINGS, _STEPS, _label, _system, layer_roles
 from lmech.report.coord_check_figure import plot_coord_check

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lmech.engine.result import DIVERGED, RunResult
+from lmech.store.result import DIVERGED, RunResult
 from lmech.laws import FAIL, LAWS
 from lmech.laws._transfer import predicted_sp_exponent
 from lmech.laws.mup_transfer import SETTINGS, final_loss

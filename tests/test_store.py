@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lmech import MLP, Digits, LearningRule, Loss, Schedule, System, Task, train
-from lmech.engine.result import RunResult
+from lmech.store.result import RunResult
 from lmech.store import Store
 
 

@@ -1,8 +1,13 @@
-"""Engine: train a system and measure probes on a schedule (``engine.tracker.Tracker``, for a user's own loop, is
-imported by the package root: it depends on the observables, which depend on ``engine.schedule``)."""
-from .result import COMPLETED, DIVERGED, RunResult
-from .schedule import Schedule
-from .state import TrainState
+"""Engine: train a system and measure probes on a schedule, one model at a time (:func:`train`), many same-shape
+models together (:func:`train_stacked`), the coordinate check (:func:`coord_check`) and :class:`Tracker` for a
+user's own loop."""
+from ..observables.schedule import Schedule
+from ..observables.state import TrainState
+from ..store.result import COMPLETED, DIVERGED, RunResult
+from .batched import StackedRun, train_stacked
+from .coord_check import CoordCheck, coord_check
+from .tracker import Tracker
 from .trainer import initial_state, run_id, train
 
-__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "initial_state", "run_id", "train"]
+__all__ = ["COMPLETED", "DIVERGED", "RunResult", "Schedule", "TrainState", "initial_state", "run_id", "train",
+           "StackedRun", "train_stacked", "CoordCheck", "coord_check", "Tracker"]

@@ -16,8 +16,8 @@ from ..observables.probes import Probe, Sharpness
 from ..observables.weights import snapshot
 from ..store.sqlite import Store
 from ..systems._validate import positive_int
-from .result import COMPLETED, DIVERGED, RunResult
-from .state import TrainState
+from ..store.result import COMPLETED, DIVERGED, RunResult
+from ..observables.state import TrainState
 from .trainer import _record, versions
 
 _ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
@@ -74,8 +74,8 @@ class Tracker:
                   "optimizer": None if optimizer is None else type(optimizer).__name__,
                   "optimizer_defaults": None if optimizer is None else _plain(optimizer.defaults),
                   "measurement_examples": len(x), "every": every}
-        self.result = RunResult(f"{name}-{uuid.uuid4().hex[:12]}", system, [p.to_dict() for p in self.probes],
-                                versions=versions())
+        self.result = RunResult(f"{name}-{uuid.uuid4().hex[:12]}", None, [p.to_dict() for p in self.probes],
+                                versions=versions(), info=system)
         self._owns_store = store is not None and not isinstance(store, Store)
         self.store = Store(store) if self._owns_store else store
         self.measure_seconds = 0.0

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..hyper.parametrize import parametrize
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
 from ..systems.architecture import ResidualMLP, Transformer
 from ..systems.networks import activation_gain, build_model
 from ..systems.system import System, stable_hash
-from .result import COMPLETED, DIVERGED, RunResult
-from .state import TrainState
+from ..store.result import COMPLETED, DIVERGED, RunResult
+from ..observables.state import TrainState
 
 
 def run_id(system: System, probes: Sequence[Probe]) -> str:
@@ -83,8 +84,6 @@ def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | 
     arch, rule = system.architecture, system.rule
     if not (arch.parameterization in ("mup", "depth-mup") or isinstance(arch, (ResidualMLP, Transformer))):
         return None
-    from ..hyper.parametrize import parametrize  # lmech.hyper imports the engine
-
     gain = rule.init_scale * (1.0 if isinstance(arch, Transformer) else activation_gain(arch.activation))
     base_depth = getattr(arch, "base_depth", None)
     if isinstance(arch, Transformer) and base_depth is not None:
@@ -113,7 +112,7 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
         p.reset()
     when = [p.schedule.steps(rule.steps) for p in probes]
     next_batch = _batches(len(state.x_train), rule.batch_size, rule.seed)
-    result = RunResult(run_id(system, probes), system.to_dict(), [p.to_dict() for p in probes], versions=versions())
+    result = RunResult(run_id(system, probes), system, [p.to_dict() for p in probes], versions=versions())
     report_every = max(rule.steps // 100, 1)
     for step in range(rule.steps + 1):
         state.step = step

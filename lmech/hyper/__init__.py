@@ -1,7 +1,6 @@
-"""Hyperparameter theory in practice: parameterizations (SP, NTK, muP) of ordinary PyTorch models,
-and the coordinate check."""
-from .batched import StackedRun, train_stacked
-from .coord_check import CoordCheck, coord_check
+"""Hyperparameter theory applied to ordinary PyTorch models: parameterizations (SP, NTK, muP, depth-muP) as
+re-initialization plus per-parameter optimizer groups. Execution (coordinate checks, batched sweeps) is in
+:mod:`lmech.engine`."""
 from .parametrize import Parametrization, parametrize
 
-__all__ = ["StackedRun", "train_stacked", "CoordCheck", "coord_check", "Parametrization", "parametrize"]
+__all__ = ["Parametrization", "parametrize"]

@@ -2,8 +2,11 @@
 from . import (batch_scaling, catapult, central_flow, conservation_laws, critical_batch, dln_saxe_modes,  # noqa: F401
                depth_transfer, edge_of_stability, eigenlearning_curves, feature_ansatz, lazy_rich, mup_coord_check,
                mup_transfer, nngp_monte_carlo, ntk_lazy_limit, optimizer_eos, transformer_transfer)  # (registration)
-from .base import DIVERGED, FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Check, Experiment, Law, Panel, Series, Verdict
+from ..engine.experiment import Experiment
+from ..report.verdict import DIVERGED, FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Check, Panel, Series, Verdict
+from ..store.runs import Key, Runs
+from .base import Law
 from .registry import LAWS, get_law, register
 
-__all__ = ["DIVERGED", "FAIL", "INCONCLUSIVE", "OUT_OF_REGIME", "PASS", "Check", "Experiment", "Law", "Panel",
-           "Series", "Verdict", "LAWS", "get_law", "register"]
+__all__ = ["DIVERGED", "FAIL", "INCONCLUSIVE", "OUT_OF_REGIME", "PASS", "Check", "Experiment", "Key", "Law", "Panel",
+           "Runs", "Series", "Verdict", "LAWS", "get_law", "register"]

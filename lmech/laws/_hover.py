@@ -6,8 +6,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Loss, Probe, Sharpness
 from ..systems import MLP, Digits, LearningRule, System, Task
 from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from

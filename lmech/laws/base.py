@@ -1,106 +1,31 @@
-"""Laws and verdicts: a claim, the systems it runs, a prediction, a measurement and a tolerance."""
+"""Laws: a claim, the systems it runs, a prediction, a measurement and a tolerance.
+
+A law is one class with metadata, ``settings`` (one frozen dataclass per scale), :meth:`Law.design` (the
+experiments for a setting, each named by a typed key) and :meth:`Law.judge` (prediction from theory and the
+configs, measurement from the runs, checks and figure panels). The base class turns that into the public
+:meth:`Law.experiments` / :meth:`Law.evaluate` by scale and derives the verdict's status from the checks.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..observables.probes import Probe
-from ..systems.system import System
+from ..engine.experiment import Experiment
+from ..report.verdict import DIVERGED, Check, Panel, Verdict, derive_status
+from ..store.result import RunResult
+from ..store.runs import Runs
+from ..systems._validate import one_of
 
-PASS, FAIL, INCONCLUSIVE, OUT_OF_REGIME, DIVERGED = "pass", "fail", "inconclusive", "out-of-regime", "diverged"
-STATUSES = (PASS, FAIL, INCONCLUSIVE, OUT_OF_REGIME, DIVERGED)
 SCALES = ("quick", "full")
 
 
-@dataclass
-class Experiment:
-    """One training run a law needs: a label, the system, and what to measure."""
-
-    label: str
-    system: System
-    probes: list[Probe]
-
-
-@dataclass
-class Series:
-    """One line or set of dots in a figure panel. ``kind``: ``theory`` (line), ``measured`` (dots),
-    ``reference`` (dashed line, e.g. a threshold), ``curve`` (measured dots joined by a line, e.g. loss against
-learning rate). Series sharing ``group`` share a colour; a label starting with ``_`` stays out of the legend."""
-
-    label: str
-    x: list[float]
-    y: list[float]
-    kind: str = "measured"
-    group: str = ""
-
-    @classmethod
-    def of(cls, label: str, x: Any, y: Any, kind: str = "measured", group: str = "") -> "Series":
-        return cls(label, [float(v) for v in np.ravel(x)], [float(v) for v in np.ravel(y)], kind, group or label)
-
-
-@dataclass
-class Panel:
-    title: str
-    xlabel: str
-    ylabel: str
-    series: list[Series] = field(default_factory=list)
-    xscale: str = "linear"
-    yscale: str = "linear"
-
-
-@dataclass
-class Check:
-    """A named measured quantity compared with a bound; ``ok`` says whether it holds."""
-
-    name: str
-    value: float
-    bound: str
-    ok: bool
-
-    def __post_init__(self) -> None:  # plain Python types, so verdicts serialize to JSON
-        self.value, self.ok = float(self.value), bool(self.ok)
-
-
-@dataclass
-class Verdict:
-    """The outcome of checking one law at one scale.
-
-    ``error`` is the law's error metric (``metric`` says what it is) and ``tolerance`` its pass bound;
-    ``checks`` lists every per-system comparison and regime condition behind the status.
-    """
-
-    law: str
-    scale: str
-    status: str
-    metric: str
-    error: float
-    tolerance: float
-    summary: str
-    checks: list[Check] = field(default_factory=list)
-    panels: list[Panel] = field(default_factory=list)
-    systems: dict[str, dict] = field(default_factory=dict)
-    runs: dict[str, str] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Verdict":
-        d = dict(d)
-        d["checks"] = [Check(**c) for c in d.get("checks", [])]
-        d["panels"] = [Panel(**{**p, "series": [Series(**s) for s in p["series"]]}) for p in d.get("panels", [])]
-        return cls(**d)
-
-
 class Law:
-    """Base class. Subclasses set the metadata and implement :meth:`experiments` and :meth:`evaluate`.
+    """Base class. Subclasses set the metadata and ``settings`` and implement :meth:`design` and :meth:`judge`.
 
-    ``evaluate`` must compute its prediction from theory and the configs only (blind to the
-    measurement) and compare it with the runs; :meth:`verdict` fills in the shared fields.
+    ``judge`` must compute its prediction from theory and the configs only (blind to the measurement), compare it
+    with the runs and return :meth:`verdict`; it never sets a status: the status follows from the checks' kinds
+    (:func:`~lmech.report.verdict.derive_status`).
     """
 
     id: ClassVar[str]
@@ -110,26 +35,62 @@ class Law:
     citation: ClassVar[str]
     regime: ClassVar[str]
     tolerance_note: ClassVar[str]
+    settings: ClassVar[Mapping[str, Any]]  # scale -> a frozen dataclass instance
     divergence_predicted: ClassVar[bool] = False  # True when some runs are meant to diverge (e.g. the catapult law)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        settings = cls.__dict__.get("settings")
+        if settings is None or any("experiments" in c.__dict__ for c in cls.__mro__[:-2]):  # TRANSITIONAL: old laws
+            return
+        if set(settings) != set(SCALES):
+            raise TypeError(f"law {cls.__name__}: settings must have exactly the scales {SCALES}, got {sorted(settings)}")
+        for scale, s in settings.items():
+            params = getattr(type(s), "__dataclass_params__", None)
+            if params is None or not params.frozen:
+                raise TypeError(f"law {cls.__name__}: settings[{scale!r}] must be a frozen dataclass instance")
+
+    # what a law implements ------------------------------------------------------------------------
+    def design(self, s: Any) -> list[Experiment]:
+        """The experiments for setting ``s`` (empty for a law that needs no training run)."""
+        raise NotImplementedError
+
+    def judge(self, runs: Runs, s: Any) -> Verdict:
+        """Prediction vs measurement on ``runs`` (keyed as :meth:`design` keyed them) at setting ``s``."""
+        raise NotImplementedError
+
+    # what the runner and tests call -----------------------------------------------------------------
+    def setting(self, scale: str) -> Any:
+        one_of("scale", scale, SCALES)
+        return self.settings[scale]
+
     def experiments(self, scale: str) -> list[Experiment]:
-        raise NotImplementedError
+        return self.design(self.setting(scale))
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        raise NotImplementedError
+    def evaluate(self, runs: Runs | Mapping | Iterable[tuple[Any, RunResult]], scale: str) -> Verdict:
+        """The verdict at ``scale`` on ``runs`` (a :class:`Runs`, or pairs/a mapping of key to run)."""
+        runs = runs if isinstance(runs, Runs) else Runs(runs.items() if isinstance(runs, Mapping) else runs)
+        s = self.setting(scale)
+        verdict = self.judge(runs, s)
+        verdict.scale = scale
+        verdict.meta["settings"] = repr(s)
+        return verdict
 
-    def verdict(self, scale: str, runs: dict[str, RunResult], *, status: str, metric: str, error: float,
-                tolerance: float, summary: str, checks: list[Check], panels: list[Panel]) -> Verdict:
-        """Assemble a :class:`Verdict` with this law's metadata, configs and run ids; a diverged run turns a
-        non-passing status into ``diverged`` unless the law predicts divergence (``divergence_predicted``)."""
-        diverged = [label for label, r in runs.items() if r.outcome == DIVERGED]
-        if diverged and status != PASS and not self.divergence_predicted:
-            status = DIVERGED
+    def verdict(self, runs: Runs, *, metric: str, error: float, tolerance: float, summary: str,
+                checks: list[Check], panels: list[Panel]) -> Verdict:
+        """Assemble the :class:`Verdict`: this law's metadata, configs and run ids, the status derived from
+        ``checks`` (a run that diverged gives ``diverged`` unless the law predicts divergence)."""
+        diverged = [k.label for k, r in runs.items() if r.outcome == DIVERGED]
+        unpredicted = bool(diverged) and not self.divergence_predicted
+        status = derive_status(checks, diverged=unpredicted)
+        if unpredicted:
             summary = f"run(s) {', '.join(diverged)} diverged; " + summary
         meta = {"title": self.title, "pillar": self.pillar, "claim": self.claim, "citation": self.citation,
                 "regime": self.regime, "tolerance": self.tolerance_note}
-        return Verdict(self.id, scale, status, metric, float(error), float(tolerance), summary, checks, panels,
-                       {label: r.system for label, r in runs.items()}, {label: r.run_id for label, r in runs.items()}, meta)
+        labelled = runs.labels()
+        return Verdict(self.id, "", status, metric, float(error), float(tolerance), summary, checks, panels,
+                       {label: r.config() for label, r in labelled.items()},
+                       {label: r.run_id for label, r in labelled.items()}, meta)
 
 
 def loglog_slope(x: Any, y: Any) -> float:
@@ -143,5 +104,10 @@ def power_law(x: Any, y: Any, exponent: float) -> np.ndarray:
     return np.exp(np.mean(np.log(y) - exponent * np.log(x))) * x ** exponent
 
 
-def status_from(checks: list[Check]) -> str:
-    return PASS if all(c.ok for c in checks) else FAIL
+
+# TRANSITIONAL (removed once every law is converted): names the unconverted laws still import from here.
+from ..report.verdict import FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Series  # noqa: E402,F401
+
+
+def status_from(checks: list[Check]) -> str:  # TRANSITIONAL
+    return derive_status(checks)

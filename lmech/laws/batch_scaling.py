@@ -15,8 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..engine.trainer import initial_state
 from ..observables.noise import gradient_noise_scale
 from ..observables.probes import Loss, Parameters, Probe
@@ -68,7 +68,7 @@ def on_examples(run: RunResult, name: str, grid: np.ndarray) -> np.ndarray:
     """Metric ``name`` against examples seen ``e = step x batch``, interpolated onto ``grid``; NaN past the last
     recorded step (a diverged run)."""
     steps, values = run.series(name)
-    batch = run.system["rule"]["batch_size"]
+    batch = run.system.rule.batch_size
     return np.interp(grid, steps * batch, values, right=np.nan)
 
 
@@ -87,7 +87,7 @@ def relative_gap(values: np.ndarray, reference: np.ndarray) -> float:
 
 def loss_gap(run: RunResult, base: RunResult, spacing: int, examples: int) -> float:
     """Max relative gap of ``run``'s training loss to ``base``'s over their :func:`matched_grid`."""
-    grid = matched_grid(run.system["rule"]["batch_size"], spacing, examples)
+    grid = matched_grid(run.system.rule.batch_size, spacing, examples)
     return relative_gap(on_examples(run, "loss/train", grid), on_examples(base, "loss/train", grid))
 
 
@@ -149,13 +149,13 @@ def _base_trained(base: RunResult, check_name: str) -> Check:
 def _loss_panel(title: str, base: RunResult, scaled: dict[str, RunResult], examples: int) -> Panel:
     """Loss against examples seen: the base run as the prediction (line), each scaled run measured (dots)."""
     panel = Panel(title, "examples seen", "training loss (mean over the training set)", xscale="log", yscale="log")
-    grid = matched_grid(base.system["rule"]["batch_size"], 1, examples)
+    grid = matched_grid(base.system.rule.batch_size, 1, examples)
     panel.series.append(Series.of("base run (the rule's prediction)", grid, on_examples(base, "loss/train", grid),
                                   "theory", "base"))
     for label, run in scaled.items():
         steps, loss = run.series("loss/train")
         keep = (steps > 0) & np.isfinite(loss)
-        panel.series.append(Series.of(label, steps[keep] * run.system["rule"]["batch_size"], loss[keep], "measured",
+        panel.series.append(Series.of(label, steps[keep] * run.system.rule.batch_size, loss[keep], "measured",
                                       label))
     return panel
 

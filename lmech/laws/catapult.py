@@ -1,30 +1,39 @@
 """Law ``catapult``: GD above 2/lambda0 catapults (loss spike, then lower curvature) up to about 4/lambda0, then diverges."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..engine.result import DIVERGED, RunResult
-from ..engine.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss, Sharpness
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import DIVERGED, RunResult
+from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ._kernels import analytic_kernels
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 from .registry import register
 
-# scale -> (width, n_train, steps, grid of eta in units of 2/lambda0 of the infinite-width NTK)
-_SETTINGS = {
-    "quick": (2048, 128, 300, (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.3, 1.6, 1.85, 1.95, 2.05, 2.15, 2.4)),
-    "full": (4096, 256, 600, (0.8, 0.9, 0.94, 0.97, 1.0, 1.03, 1.06, 1.1, 1.3, 1.6, 1.8, 1.9, 1.94, 1.97, 2.0, 2.03,
-                              2.06, 2.1, 2.2, 2.5)),
-}
 _TOL = 0.10
 
 
-def _system(scale: str, c: float) -> System:
-    width, n, steps, _ = _SETTINGS[scale]
-    arch = MLP(width=width, depth=1, activation="linear", bias=False, parameterization="ntk")
-    data = Digits(n_train=n, n_test=0, target="parity")
-    return System(arch, data, Task("mse"), LearningRule(lr=c * 2 / ntk_sharpness(arch, data), steps=steps))
+@dataclass(frozen=True)
+class Setting:
+    """Hidden width, training examples, GD steps and the grid of eta in units of 2/lambda0 of the infinite-width
+    NTK."""
+
+    width: int
+    n_train: int
+    steps: int
+    grid: tuple[float, ...]
+
+
+def _system(s: Setting, c: float) -> System:
+    arch = MLP(width=s.width, depth=1, activation="linear", bias=False, parameterization="ntk")
+    data = Digits(n_train=s.n_train, n_test=0, target="parity")
+    return System(arch, data, Task("mse"), LearningRule(lr=c * 2 / ntk_sharpness(arch, data), steps=s.steps))
 
 
 def ntk_sharpness(arch: MLP, data: Digits) -> float:
@@ -73,35 +82,44 @@ class Catapult(Law):
     tolerance_note = (f"Located thresholds (geometric midpoints between neighbouring grid points) within {_TOL:.0%} "
                       "of 2/S0 and 4/S0; every catapult run ends with sharpness below 2/eta.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        steps = _SETTINGS[scale][2]
-        probes = [Loss(Schedule(every=1)), Sharpness(Schedule(at=(0, steps)), k=1)]
-        return [Experiment(f"c={c:g}", _system(scale, c), probes) for c in _SETTINGS[scale][3]]
+    settings = {
+        "quick": Setting(2048, 128, 300, (0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.3, 1.6, 1.85, 1.95, 2.05, 2.15, 2.4)),
+        "full": Setting(4096, 256, 600, (0.8, 0.9, 0.94, 0.97, 1.0, 1.03, 1.06, 1.1, 1.3, 1.6, 1.8, 1.9, 1.94, 1.97,
+                                         2.0, 2.03, 2.06, 2.1, 2.2, 2.5)),
+    }
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        grid = np.array(_SETTINGS[scale][3])
+    def design(self, s: Setting) -> list[Experiment]:
+        probes = [Loss(Schedule(every=1)), Sharpness(Schedule(at=(0, s.steps)), k=1)]
+        return [Experiment({"c": c}, _system(s, c), probes) for c in s.grid]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        grid, ordered = runs.sweep("c")
+        grid = np.array(grid)
         labels = [f"c={c:g}" for c in grid]
-        lrs = np.array([runs[lb].system["rule"]["lr"] for lb in labels])
-        s0 = float(np.median([runs[lb].series("sharpness/0")[1][0] for lb in labels]))
+        lrs = np.array([r.system.rule.lr for r in ordered])
+        s0 = float(np.median([r.series("sharpness/0")[1][0] for r in ordered]))
         x = lrs * s0 / 2  # eta in units of 2/S0: the catapult band is (1, 2)
-        phase = np.array([_classify(runs[lb]) for lb in labels])
+        phase = np.array([_classify(r) for r in ordered])
         lower, clean_lower = _boundary(x, phase == "monotone")
         upper, clean_upper = _boundary(x, phase != "diverged")
         checks = [
-            Check("lower threshold eta S0 / 2 (monotone -> catapult)", lower, f"1 +- {_TOL:g}", abs(lower - 1) <= _TOL),
+            Check("lower threshold eta S0 / 2 (monotone -> catapult)", lower, f"1 +- {_TOL:g}", abs(lower - 1) <= _TOL,
+                  headline=True),
             Check("upper threshold eta S0 / 2 (catapult -> diverged)", upper, f"2 +- {2 * _TOL:g}",
-                  abs(upper / 2 - 1) <= _TOL),
+                  abs(upper / 2 - 1) <= _TOL, headline=True),
+            Check("phases in order along eta (monotone, then catapult, then diverged), each present", float(
+                clean_lower and clean_upper and (phase == "catapult").any()), "== 1",
+                bool(clean_lower and clean_upper and (phase == "catapult").any()), kind="regime"),
         ]
         loss_panel = Panel("Training loss (eta in units of 2/S0)", "step", "loss", yscale="log")
         final_ratio = []
-        for lb, xi, ph in zip(labels, x, phase):
-            run = runs[lb]
+        for lb, xi, ph, run in zip(labels, x, phase, ordered):
             steps, loss = run.series("loss/train")
             ok = np.isfinite(loss)
             loss_panel.series.append(Series.of(f"eta S0/2 = {xi:.2f} ({ph})", steps[ok], loss[ok], "measured", lb))
             if ph == "catapult":
                 sharp_steps, sharp = run.series("sharpness/0")
-                ratio = float(sharp[-1] * run.system["rule"]["lr"] / 2)
+                ratio = float(sharp[-1] * run.system.rule.lr / 2)
                 final_ratio.append((xi, ratio))
                 checks.append(Check(f"{lb} (eta S0/2 = {xi:.2f}): final S / (2/eta)", ratio, "< 1", ratio < 1))
         phase_panel = Panel("Phase and final sharpness against the step size", "eta S0 / 2", "final S eta / 2")
@@ -111,11 +129,9 @@ class Catapult(Law):
         phase_panel.series.append(Series.of("2/eta", [x.min(), x.max()], [1, 1], "reference", "r"))
         for bound, name in ((1.0, "2/S0"), (2.0, "4/S0")):
             phase_panel.series.append(Series.of(f"theory threshold {name}", [bound, bound], [0, 1.2], "theory", name))
-        in_regime = clean_lower and clean_upper and (phase == "catapult").any()
-        status = status_from(checks) if in_regime else OUT_OF_REGIME
         summary = (f"S0 = {s0:.4g} (infinite-width NTK: {2 * grid[0] / lrs[0]:.4g}); "
                    f"thresholds located at eta S0/2 = {lower:.3f} (theory 1) and {upper:.3f} (theory 2); phases: "
                    + ", ".join(f"{xi:.2f}:{ph[0]}" for xi, ph in zip(x, phase)))
-        return self.verdict(scale, runs, status=status, metric="max relative error of the located thresholds",
+        return self.verdict(runs, metric="max relative error of the located thresholds",
                             error=max(abs(lower - 1), abs(upper / 2 - 1)), tolerance=_TOL, summary=summary,
                             checks=checks, panels=[loss_panel, phase_panel])

@@ -6,8 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import GradNorm, Loss, Sharpness
 from ..engine.trainer import initial_state
 from ..systems import MLP, Digits, LearningRule, System, Task

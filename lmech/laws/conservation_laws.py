@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Conservation, Loss
 from ..systems import MLP, DeepLinear, Digits, LearningRule, System, Task, WhitenedLinear
 from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import NoiseScale
 from ..observables.probes import Loss
 from ..systems import MLP, MNIST1D, LearningRule, System, Task

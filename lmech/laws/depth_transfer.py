@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Loss
 from ..systems import MNIST1D, LearningRule, ResidualMLP, System, Task
 from ..theory.parameterization import branch_scaling

@@ -1,21 +1,33 @@
 """Law ``dln-saxe-modes``: deep linear networks learn the singular modes of the data one at a time."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss, SingularValues
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import DeepLinear, LearningRule, System, Task, WhitenedLinear
 from ..theory.deep_linear import learning_time, mode_trajectory
-from .base import Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 from .registry import register
 
-# scale -> (singular values, d_in, d_out, width, depths, m0, lr)
-_SETTINGS = {
-    "quick": ((5.0, 2.5, 1.0, 0.5), 8, 6, 16, (2, 3), 1e-3, 2e-3),
-    "full": ((6.0, 4.0, 2.0, 1.0, 0.6, 0.3), 16, 12, 32, (2, 3, 4), 1e-3, 5e-4),
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """Teacher singular values, input/output dimensions, hidden width, depths, initial mode strength m0, GD step."""
+
+    singular_values: tuple[float, ...]
+    d_in: int
+    d_out: int
+    width: int
+    depths: tuple[int, ...]
+    m0: float
+    lr: float
+
 _TRAJECTORY_TOL = 0.05
 _HALF_TIME_TOL = 0.05
 
@@ -49,27 +61,29 @@ class DLNSaxeModes(Law):
                       "and 2% at L = 3 (steeper sigmoids), so the bound keeps a 2.5-5x margin over the "
                       "discretization error it has to absorb.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        svals, d_in, d_out, width, depths, m0, lr = _SETTINGS[scale]
-        data = WhitenedLinear(d_in=d_in, d_out=d_out, singular_values=svals, n_train=4 * d_in, n_test=0)
+    settings = {"quick": Setting((5.0, 2.5, 1.0, 0.5), 8, 6, 16, (2, 3), 1e-3, 2e-3),
+                "full": Setting((6.0, 4.0, 2.0, 1.0, 0.6, 0.3), 16, 12, 32, (2, 3, 4), 1e-3, 5e-4)}
+
+    def design(self, s: Setting) -> list[Experiment]:
+        data = WhitenedLinear(d_in=s.d_in, d_out=s.d_out, singular_values=s.singular_values, n_train=4 * s.d_in,
+                              n_test=0)
         out = []
-        for depth in depths:
-            t_end = 1.6 * learning_time(min(svals), m0, depth)
-            steps = int(np.ceil(t_end / lr))
-            rule = LearningRule(lr=lr, steps=steps, init="aligned", init_scale=m0 ** (1 / depth), dtype="float64")
-            system = System(DeepLinear(depth=depth, width=width), data, Task("mse"), rule)
+        for depth in s.depths:
+            steps = int(np.ceil(1.6 * learning_time(min(s.singular_values), s.m0, depth) / s.lr))
+            rule = LearningRule(lr=s.lr, steps=steps, init="aligned", init_scale=s.m0 ** (1 / depth), dtype="float64")
+            system = System(DeepLinear(depth=depth, width=s.width), data, Task("mse"), rule)
             every = Schedule(every=max(steps // 400, 1))
-            out.append(Experiment(f"L={depth}", system, [SingularValues(every), Loss(every)]))
+            out.append(Experiment({"depth": depth}, system, [SingularValues(every), Loss(every)]))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        svals, *_, m0, lr = _SETTINGS[scale]
+    def judge(self, runs: Runs, setting: Setting) -> Verdict:
+        svals, m0, lr = setting.singular_values, setting.m0, setting.lr
         s_max = max(svals)
         checks: list[Check] = []
         panels: list[Panel] = []
         worst = 0.0
-        for label, run in runs.items():
-            depth = int(label.split("=")[1])
+        for depth, run in zip(*runs.sweep("depth")):
+            label = f"L={depth}"
             panel = Panel(f"{depth}-layer linear network", "gradient-flow time t = eta * step", "mode strength m_a(t)")
             measured_t_half, predicted_t_half = [], []
             for a, s in enumerate(svals):
@@ -81,7 +95,8 @@ class DLNSaxeModes(Law):
                 panel.series.append(Series.of(f"s={s:g} measured", t[::8], m[::8], "measured", f"s={s:g}"))
                 dev = float(np.max(np.abs(m - theory)) / s_max)
                 worst = max(worst, dev)
-                checks.append(Check(f"{label} s={s:g}: max |m - theory| / s_max", dev, f"<= {_TRAJECTORY_TOL:g}", dev <= _TRAJECTORY_TOL))
+                checks.append(Check(f"{label} s={s:g}: max |m - theory| / s_max", dev, f"<= {_TRAJECTORY_TOL:g}",
+                                    dev <= _TRAJECTORY_TOL, headline=True))
                 t_meas = _crossing_time(t, m, s / 2)
                 t_pred = learning_time(s, m0, depth)
                 measured_t_half.append(t_meas)
@@ -92,8 +107,7 @@ class DLNSaxeModes(Law):
             order_ok = bool(np.all(np.diff(measured_t_half) > 0))
             checks.append(Check(f"{label}: modes learned in order of decreasing s", float(order_ok), "== 1", order_ok))
             panels.append(panel)
-        status = status_from(checks)
         summary = (f"max mode deviation {worst:.2%} of s_max (tolerance {_TRAJECTORY_TOL:.0%}) over depths "
-                   f"{', '.join(runs)}; half-times and learning order checked per mode")
-        return self.verdict(scale, runs, status=status, metric="max_a,t |m_a(t) - m_theory(t)| / s_max", error=worst,
+                   f"{', '.join(str(d) for d in runs.values_of('depth'))}; half-times and learning order checked per mode")
+        return self.verdict(runs, metric="max_a,t |m_a(t) - m_theory(t)| / s_max", error=worst,
                             tolerance=_TRAJECTORY_TOL, summary=summary, checks=checks, panels=panels)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
+from ..store.result import RunResult
 from ..systems import Digits
 from ..theory.eigenlearning import eigenlearning, kernel_eigensystem
 from ..theory.kernels import nngp_ntk

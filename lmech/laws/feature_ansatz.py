@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import FeatureAnsatz, Loss, WeightChange
 from ..systems import MLP, LearningRule, MultiIndex, System, Task
 from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Kernels, Loss, Parameters, RepresentationChange, WeightChange
 from ..systems import MLP, LearningRule, System, Task, TeacherStudent
 from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from

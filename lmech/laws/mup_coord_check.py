@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
-from ..hyper.coord_check import PREDICTED_UPDATE_EXPONENTS, CoordCheck, module_roles
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
+from ..engine.coord_check import PREDICTED_UPDATE_EXPONENTS, CoordCheck, module_roles
 from ..hyper.parametrize import parametrize
 from ..observables.probes import CoordinateSizes
 from ..systems import MLP, MNIST1D, LearningRule, ModularArithmetic, System, Task, Transformer, build_model

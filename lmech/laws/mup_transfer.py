@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.result import DIVERGED, RunResult
-from ..engine.schedule import Schedule
+from ..store.result import DIVERGED, RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Loss
 from ..systems import MLP, MNIST1D, LearningRule, System, Task
 from ._transfer import PER_DOUBLING, SCHEMES, SP_BAND, SPREAD, width_transfer

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Kernels
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ._kernels import analytic_kernels, weight_std

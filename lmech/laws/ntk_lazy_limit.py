@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..engine.schedule import Schedule
+from ..store.result import RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Loss, Outputs, WeightChange
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ..theory.linearized import linearized_gd

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.result import DIVERGED, RunResult
-from ..engine.schedule import Schedule
+from ..store.result import DIVERGED, RunResult
+from ..observables.schedule import Schedule
 from ..observables.probes import Loss
 from ..systems import LearningRule, ModularArithmetic, System, Task, Transformer
 from ._transfer import PER_DOUBLING, SCHEMES, SP_BAND, SPREAD, width_transfer

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from ..engine.schedule import Schedule
+from .schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
 from .coordinates import coordinate_sizes
@@ -28,7 +28,7 @@ from .sharpness import SharpnessTracker
 from .weights import weight_change
 
 if TYPE_CHECKING:
-    from ..engine.state import TrainState
+    from .state import TrainState
 
 EVERY_STEP = Schedule(every=1)
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..hyper.coord_check import CoordCheck
+from ..engine.coord_check import CoordCheck
 
 
 def plot_coord_check(checks: Mapping[str, CoordCheck] | Sequence[CoordCheck], path: str | Path | None = None, *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import io
 
-from ..laws.base import Panel
+from .verdict import Panel
 
 _STYLE = {
     "theory": {"linestyle": "-", "linewidth": 1.6, "marker": None},

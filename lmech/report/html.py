@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from .._version import __version__
-from ..laws.base import Verdict
+from .verdict import Verdict
 from .figures import figure_data_uri
 
 _CSS = """

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..engine.result import RunResult
-from ..systems.system import stable_hash
+from .result import RunResult
+from ..systems.system import System, stable_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS systems (
@@ -120,9 +120,10 @@ class Store:
             self._insert(result.run_id, records, arrays)
 
     def _write_row(self, result: RunResult, status: str) -> None:
-        system_id = stable_hash(result.system)
+        config = result.config()
+        system_id = stable_hash(config)
         self._db.execute("INSERT OR IGNORE INTO systems (id, config) VALUES (?, ?)",
-                         (system_id, json.dumps(result.system, sort_keys=True)))
+                         (system_id, json.dumps(config, sort_keys=True)))
         self._db.execute(
             "INSERT INTO runs (id, system_id, probes, status, outcome, diverged_step, wall_time, versions, finished)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
@@ -149,8 +150,10 @@ class Store:
             "SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY name, step", (run_id,))]
         arrays = [(s, n, np.load(io.BytesIO(b), allow_pickle=False)) for s, n, b in self._db.execute(
             "SELECT step, name, data FROM arrays WHERE run_id = ? ORDER BY name, step", (run_id,))]
-        return RunResult(run_id, json.loads(config), json.loads(probes), records, outcome, diverged_step,
-                         wall_time, json.loads(versions or "{}"), arrays)
+        config = json.loads(config)
+        system, info = (System.from_dict(config), {}) if "architecture" in config else (None, config)
+        return RunResult(run_id, system, json.loads(probes), records, outcome, diverged_step,
+                         wall_time, json.loads(versions or "{}"), arrays, info)
 
     def runs(self) -> list[dict]:
         """One dict per finished run: id, system id, outcome, wall time, metric count, finish time."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from ..engine.result import DIVERGED, RunResult
-from ..engine.trainer import _finite_outcome, initial_state, run_id, versions
+from ..store.result import DIVERGED, RunResult
+from .trainer import _finite_outcome, initial_state, run_id, versions
 from ..observables.probes import Loss
 from .batched import train_stacked
 
@@ -56,7 +56,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
     share = (time.perf_counter() - start) / len(experiments)
     results = []
     for i, exp in enumerate(experiments):
-        result = RunResult(run_id(exp.system, exp.probes), exp.system.to_dict(), [p.to_dict() for p in exp.probes],
+        result = RunResult(run_id(exp.system, exp.probes), exp.system, [p.to_dict() for p in exp.probes],
                            versions={**versions(), "executor": f"train_stacked x{len(experiments)}"})
         last = int(run.diverged_step[i]) if run.diverged_step[i] >= 0 else rule.steps
         for step in record_steps:

@@ -2,22 +2,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-COMPLETED, DIVERGED = "completed", "diverged"
+from ..systems.system import System
+
+COMPLETED, DIVERGED, ERROR = "completed", "diverged", "error"
 
 
 @dataclass
 class RunResult:
-    """Metrics as ``(step, name, value)`` records; ``outcome`` is ``"completed"`` or ``"diverged"``.
+    """Metrics as ``(step, name, value)`` records; ``outcome`` is ``"completed"``, ``"diverged"`` or ``"error"``
+    (the run raised; ``error`` holds the message). ``system`` is the :class:`~lmech.System` that was trained, or
+    ``None`` for a run recorded from a user's own loop (:class:`~lmech.Tracker`), which ``info`` describes.
 
     ``arrays`` holds array-valued measurements (kernels, network outputs) as ``(step, name, array)``.
     A diverged run (non-finite training loss at ``diverged_step``) keeps every measurement before it.
     """
 
     run_id: str
-    system: dict
+    system: System | None
     probes: list[dict]
     records: list[tuple[int, str, float]] = field(default_factory=list)
     outcome: str = COMPLETED
@@ -25,6 +30,12 @@ class RunResult:
     wall_time: float = 0.0
     versions: dict = field(default_factory=dict)
     arrays: list[tuple[int, str, np.ndarray]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The serialized system (or, for a tracked run, its ``info``): what the store keeps."""
+        return self.system.to_dict() if self.system is not None else self.info
 
     def names(self) -> list[str]:
         return sorted({name for _, name, _ in self.records})

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..observables._params import LossFn
+from ._params import LossFn
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from ..engine.trainer import _batches
+from .trainer import _batches
 from ..observables._params import LossFn
 from ..systems.networks import _ACTIVATIONS, Dense, DeepLinearNet, MLPNet
 from ..systems.task import half_mse

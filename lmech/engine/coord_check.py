@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine.result import RunResult
+from ..store.result import RunResult
 from ..observables._params import LossFn
 from ..observables.coordinates import COORD_LAYERS, coordinate_sizes
-from .parametrize import _VECTORS, parametrize
+from ..hyper.parametrize import _VECTORS, parametrize
 
 # Predicted width exponents of the update size mean |h_t - h_0| at a fixed step, by (scheme, optimizer) and layer role
 # (roles of lmech.parametrize; an embedding is an input layer on one-hot inputs, a query a hidden layer). muP keeps

@@ -1,0 +1,38 @@
+"""An experiment: one training run a law or a sweep needs, named by a typed key rather than a label string."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..observables.probes import Probe
+from ..store.runs import Key, make_key
+from ..systems.system import System
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """``key`` names the run inside its law or sweep (``{"width": 256, "seed": 1}``, or a frozen dataclass, kept as a
+    :class:`~lmech.store.runs.Key`); ``system`` is what to train and ``probes`` what to measure on it."""
+
+    key: Key
+    system: System
+    probes: tuple[Probe, ...]
+
+    def __init__(self, key: Mapping[str, Any] | Any, system: System, probes: Sequence[Probe] = ()) -> None:
+        if not isinstance(system, System):
+            raise TypeError(f"Experiment.system must be a lmech System, got {type(system).__name__}")
+        object.__setattr__(self, "key", make_key(key))
+        object.__setattr__(self, "system", system)
+        object.__setattr__(self, "probes", tuple(probes))
+
+    @property
+    def label(self) -> str:
+        """``"width=256 seed=1"``: the key as text, for progress lines and the report."""
+        return self.key.label
+
+
+def replace_key(exp: Experiment, **changes: Any) -> Experiment:
+    """``exp`` with some key fields changed or added (the system and probes unchanged)."""
+    return Experiment({**exp.key, **changes}, exp.system, exp.probes)
+
+
