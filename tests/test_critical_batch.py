@@ -32,7 +32,7 @@ def test_passes_at_quick_scale(quick_runs):
 def test_fails_on_a_wrong_noise_scale_or_wrong_steps(quick_runs):
     law = LAWS[LAW_ID]
     runs = quick_runs[LAW_ID]
-    assert law.evaluate(distorted(runs, "noise/b_simple", lambda lb, v: 30 * v), "quick").status == FAIL
+    assert law.evaluate(distorted(runs, "noise_scale/b_simple", lambda lb, v: 30 * v), "quick").status == FAIL
     # runs at B = 16 and 64 reach each loss 3x later (recorded steps stretched): S(B) zigzags, no hyperbola
     warped = distorted(runs, "loss/train", lambda lb, v: v)
     for label, run in warped.items():

@@ -68,7 +68,7 @@ def test_ntk_lazy_limit_quick_measures_a_shrinking_gap(quick_runs):
 
 def test_nngp_monte_carlo_detects_a_wrong_kernel_scale(quick_runs):
     law = LAWS["nngp-monte-carlo"]
-    scaled = distorted(quick_runs[law.id], "kernel/ntk", lambda lb, k: 1.1 * k)  # a 10% bias does not average out
+    scaled = distorted(quick_runs[law.id], "kernels/ntk", lambda lb, k: 1.1 * k)  # a 10% bias does not average out
     verdict = law.evaluate(scaled, "quick")
     assert verdict.status == FAIL
     assert not {c.name: c for c in verdict.checks}[next(n for n in (c.name for c in verdict.checks)

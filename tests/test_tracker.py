@@ -119,5 +119,5 @@ def test_trace_density_and_noise_probes_record_what_the_functions_return():
     for p in (1, 2, 3):  # the stored quadrature rules give the same moments (tr H^p / dim estimates)
         assert float(np.mean((weights * nodes ** p).sum(1))) == pytest.approx(direct.moment(p), rel=1e-8)
     noise = lmech.gradient_noise_scale(model, half_mse, x[:40], y[:40])
-    assert run.last("noise/b_simple") == pytest.approx(noise.b_simple, rel=1e-8)
-    assert run.last("noise/b_noise") == pytest.approx(noise.b_noise, rel=1e-8)
+    assert run.last("noise_scale/b_simple") == pytest.approx(noise.b_simple, rel=1e-8)
+    assert run.last("noise_scale/b_noise") == pytest.approx(noise.b_noise, rel=1e-8)

@@ -142,8 +142,8 @@ class CriticalBatchSize(Law):
         ref_runs = [runs[_label(ref, lr)] for lr in lrs]
         crossings = [steps_to_target(r, _TARGET) for r in ref_runs]
         ref_runs, crossings = zip(*[(r, c) for r, c in zip(ref_runs, crossings) if np.isfinite(c)])
-        b_simple, count = noise_at_target(ref_runs, crossings, "noise/b_simple")
-        b_noise, _ = noise_at_target(ref_runs, crossings, "noise/b_noise")
+        b_simple, count = noise_at_target(ref_runs, crossings, "noise_scale/b_simple")
+        b_noise, _ = noise_at_target(ref_runs, crossings, "noise_scale/b_noise")
         errors = [abs(float(np.log(b_crit / v))) if v > 0 else float("inf") for v in (b_simple, b_noise)]
         checks = [reach, Check("hyperbola R^2 (log S)", r2, f"> {_R2}", r2 > _R2)]
         for (name, value), err in zip((("B_simple", b_simple), ("B_noise", b_noise)), errors):

@@ -114,7 +114,7 @@ class LazyRichMultiplier(Law):
             moved = np.array([runs[lb].last("weights/relative") for lb in labels])
             fractions = [concentration(runs[lb].array("param/layers.0.weight"), runs[lb].array("param/layers.1.weight")[0],
                                        info["teacher_w"], info["teacher_a"]) for lb in labels]
-            kernel_moved = np.array([runs[lb].last("ntk/distance") for lb in labels])
+            kernel_moved = np.array([runs[lb].last("kernels/distance") for lb in labels])
             fit = kernel_moved < _LAZY_KERNEL
             if fit.sum() < 3 or alphas[fit].max() / alphas[fit].min() < 10:
                 checks.append(Check(f"{group}: lazy runs (NTK distance < {_LAZY_KERNEL:g}) span of alpha (regime)",

@@ -73,8 +73,8 @@ class NNGPMonteCarlo(Law):
             errors = {"NNGP": [], "NTK": []}
             for width in widths:
                 labels = [f"{net} m={width} seed={s}" for s in range(seeds)]
-                emp_nngp = [w_std2 * runs[lb].array("kernel/readout", 0) for lb in labels]
-                emp_ntk = [runs[lb].array("kernel/ntk", 0) for lb in labels]
+                emp_nngp = [w_std2 * runs[lb].array("kernels/readout", 0) for lb in labels]
+                emp_ntk = [runs[lb].array("kernels/ntk", 0) for lb in labels]
                 errors["NNGP"].append(np.mean([_relative(k, nngp) for k in emp_nngp]))
                 errors["NTK"].append(np.mean([_relative(k, ntk) for k in emp_ntk]))
             for kind, errs in errors.items():
@@ -87,13 +87,13 @@ class NNGPMonteCarlo(Law):
                                     f"{_SLOPE:g} +- {_SLOPE_BAND:g}", abs(slope - _SLOPE) <= _SLOPE_BAND))
             top = widths[-1]
             labels = [f"{net} m={top} seed={s}" for s in range(seeds)]
-            means = {"NNGP": w_std2 * np.mean([runs[lb].array("kernel/readout", 0) for lb in labels], axis=0),
-                     "NTK": np.mean([runs[lb].array("kernel/ntk", 0) for lb in labels], axis=0)}
+            means = {"NNGP": w_std2 * np.mean([runs[lb].array("kernels/readout", 0) for lb in labels], axis=0),
+                     "NTK": np.mean([runs[lb].array("kernels/ntk", 0) for lb in labels], axis=0)}
             for kind, analytic in (("NNGP", nngp), ("NTK", ntk)):
                 mean_err, bound = _relative(means[kind], analytic), _UNBIASED * errors[kind][-1] / np.sqrt(seeds)
                 checks.append(Check(f"{net} {kind}: deviation of the mean of {seeds} networks at width {top} (no bias)",
                                     mean_err, f"<= {bound:.3g} = {_UNBIASED:g} x single / sqrt({seeds})", mean_err <= bound))
-            panels.append(_diagonal_panel(net, nngp, ntk, means["NNGP"], runs[labels[0]].array("kernel/ntk", 0), top))
+            panels.append(_diagonal_panel(net, nngp, ntk, means["NNGP"], runs[labels[0]].array("kernels/ntk", 0), top))
         summary = "; ".join(f"{c.name.split(':')[0]} exponent {c.value:.3f}" for c in checks if "exponent" in c.name)
         return self.verdict(scale, runs, status=status_from(checks), metric="max |fitted exponent + 1/2|",
                             error=worst, tolerance=_SLOPE_BAND, summary=summary, checks=checks, panels=panels)

@@ -195,10 +195,10 @@ class Outputs(Probe):
 
 @dataclass
 class Kernels(Probe):
-    """Arrays ``kernel/ntk`` (empirical NTK, traced over outputs: :func:`empirical_ntk`) and
-    ``kernel/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
-    on the first ``points`` training inputs; scalars ``ntk/eig/0`` (top eigenvalue), ``ntk/alignment``
-    (kernel-target alignment) and ``ntk/distance`` (kernel distance from the first measurement)."""
+    """Arrays ``kernels/ntk`` (empirical NTK, traced over outputs: :func:`empirical_ntk`) and
+    ``kernels/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
+    on the first ``points`` training inputs; scalars ``kernels/ntk_eig/0`` (top eigenvalue), ``kernels/alignment``
+    (kernel-target alignment) and ``kernels/distance`` (kernel distance from the first measurement)."""
 
     points: int = 64
     name: ClassVar[str] = "kernels"
@@ -215,9 +215,9 @@ class Kernels(Probe):
         ntk = empirical_ntk(state.model, x, trace_outputs=True)
         if not self._initial:
             self._initial = [ntk]
-        return {"kernel/ntk": ntk, "kernel/readout": readout_kernel(state.model, x),
-                "ntk/eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "ntk/alignment": kernel_target_alignment(ntk, y),
-                "ntk/distance": kernel_distance(self._initial[0], ntk)}
+        return {"kernels/ntk": ntk, "kernels/readout": readout_kernel(state.model, x),
+                "kernels/ntk_eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "kernels/alignment": kernel_target_alignment(ntk, y),
+                "kernels/distance": kernel_distance(self._initial[0], ntk)}
 
 
 @dataclass
@@ -281,8 +281,8 @@ class FeatureAnsatz(Probe):
 
 @dataclass
 class NoiseScale(Probe):
-    """``noise/b_simple``, ``noise/b_simple_stderr``, ``noise/b_noise``, ``noise/trace_sigma``, ``noise/grad_sq``,
-    ``noise/trace_h_sigma``, ``noise/g_h_g``, ``noise/matvecs``: :func:`gradient_noise_scale` on the first ``points``
+    """``noise_scale/b_simple``, ``noise_scale/b_simple_stderr``, ``noise_scale/b_noise``, ``noise_scale/trace_sigma``, ``noise_scale/grad_sq``,
+    ``noise_scale/trace_h_sigma``, ``noise_scale/g_h_g``, ``noise_scale/matvecs``: :func:`gradient_noise_scale` on the first ``points``
     training examples (all if ``None``); ``hessian_samples=0`` skips the Hessian terms (no ``B_noise``)."""
 
     points: int | None = 1000
@@ -300,11 +300,11 @@ class NoiseScale(Probe):
         x, y = state.x_train[:self.points], state.y_train[:self.points]
         est = gradient_noise_scale(state.model, state.loss_fn, x, y, hessian=self.hessian_samples > 0,
                                    hessian_samples=max(self.hessian_samples, 2), chunk_size=self.chunk_size)
-        out = {"noise/b_simple": est.b_simple, "noise/b_simple_stderr": est.b_simple_stderr,
-               "noise/trace_sigma": est.trace_sigma, "noise/grad_sq": est.grad_sq}
+        out = {"noise_scale/b_simple": est.b_simple, "noise_scale/b_simple_stderr": est.b_simple_stderr,
+               "noise_scale/trace_sigma": est.trace_sigma, "noise_scale/grad_sq": est.grad_sq}
         if self.hessian_samples:
-            out.update({"noise/b_noise": est.b_noise, "noise/trace_h_sigma": est.trace_h_sigma,
-                        "noise/g_h_g": est.g_h_g, "noise/matvecs": float(est.matvecs)})
+            out.update({"noise_scale/b_noise": est.b_noise, "noise_scale/trace_h_sigma": est.trace_h_sigma,
+                        "noise_scale/g_h_g": est.g_h_g, "noise_scale/matvecs": float(est.matvecs)})
         return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 PASS, FAIL, INCONCLUSIVE, OUT_OF_REGIME, DIVERGED = "pass", "fail", "inconclusive", "out-of-regime", "diverged"
 STATUSES = (PASS, FAIL, INCONCLUSIVE, OUT_OF_REGIME, DIVERGED)
-CHECK_KINDS = ("claim", "regime", "data")
+CHECK_KINDS = ("claim", "regime", "data", "info")
 
 
 @dataclass
@@ -48,8 +48,9 @@ class Check:
     """A named measured quantity compared with a bound; ``ok`` says whether it holds.
 
     ``kind`` says what a violation means: ``"claim"`` (the theory's prediction is off: the law fails),
-    ``"regime"`` (the runs are outside the regime where the theory applies: out-of-regime) or ``"data"`` (too few
-    usable points to decide, e.g. an optimum on a grid's edge: inconclusive). ``headline`` marks the checks the
+    ``"regime"`` (the runs are outside the regime where the theory applies: out-of-regime), ``"data"`` (too few
+    usable points to decide, e.g. an optimum on a grid's edge: inconclusive) or ``"info"`` (reported next to the
+    others, never changes the status: a comparison the theory does not commit to). ``headline`` marks the checks the
     report and the summary lead with (the law's main comparisons).
     """
 
@@ -68,7 +69,8 @@ class Check:
 
 def derive_status(checks: list[Check], *, diverged: bool = False) -> str:
     """The verdict status from its checks: an unpredicted divergence gives ``diverged``; else a failed regime check
-    ``out-of-regime``; else a failed data check ``inconclusive``; else a failed claim ``fail``; else ``pass``."""
+    ``out-of-regime``; else a failed data check ``inconclusive``; else a failed claim ``fail``; else ``pass``
+    (``info`` checks never count)."""
     if diverged:
         return DIVERGED
     for kind, status in (("regime", OUT_OF_REGIME), ("data", INCONCLUSIVE), ("claim", FAIL)):
