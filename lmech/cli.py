@@ -1,4 +1,4 @@
-"""Command line: ``lmech list | check | run | report | runs``.
+"""Command line: ``lmech list | check | run | sweep | report | runs``.
 
 Exit codes: 0 when every checked law passes, 1 when one does not, 2 for usage or config errors
 (one line on stderr, no traceback), 130 when interrupted (finished runs stay stored).
@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .observables.schedule import Schedule
-from .laws import LAWS, PASS, Experiment, Verdict
+from .engine.executor import EXECUTORS, make_executor
+from .engine.experiment import Experiment
+from .engine.trainer import check_device
+from .laws import LAWS, PASS, Verdict
 from .observables.probes import Loss, probe_from_dict
+from .observables.schedule import Schedule
 from .report import write_report
-from .runner import check, run_experiment
+from .runner import check, run_experiments
 from .store import Store
+from .sweep import sweep
 from .systems.system import System
 
 DB_NAME, REPORT_NAME = "lmech.db", "report.html"
@@ -49,17 +54,35 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="lmech-out", help="folder for lmech.db and report.html (default: lmech-out)")
     c.add_argument("--force", action="store_true", help="retrain runs that are already stored")
     c.add_argument("--device", default="cpu", help="torch device to train on (default: cpu)")
+    _executor_args(c)
     n = sub.add_parser("run", help="train one system from a JSON config and store its run")
     n.add_argument("config", help='JSON file: a system ({"architecture", "data", "task", "rule"}) or {"system": ..., "probes": [...]}')
     n.add_argument("--out", default="lmech-out")
     n.add_argument("--force", action="store_true", help="retrain even if an identical run is stored")
     n.add_argument("--device", default="cpu")
+    w = sub.add_parser("sweep", help="train a grid of systems from a JSON file and print a table")
+    w.add_argument("grid", help='JSON file: {"base": system, "axes": {"rule.lr": [...], ...}, "probes": [...]}')
+    w.add_argument("--out", default="lmech-out")
+    w.add_argument("--force", action="store_true", help="retrain runs that are already stored")
+    w.add_argument("--device", default="cpu")
+    _executor_args(w)
     r = sub.add_parser("report", help="write report.html from the stored verdicts")
     r.add_argument("--out", default="lmech-out")
     u = sub.add_parser("runs", help="list stored runs, or export their metrics")
     u.add_argument("--out", default="lmech-out")
     u.add_argument("--csv", metavar="FILE", help="write the long-format metrics (run_id,step,name,value) to FILE")
     return p
+
+
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", default="auto", help="parallel workers: a number, or auto (default: the fastest here)")
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help="inprocess, pool (local processes) or ray (default: inprocess for 1 worker, pool for more)")
+    p.add_argument("--address", default=None, help="host:port of an existing Ray cluster (with --executor ray)")
+
+
+def _executor(args: argparse.Namespace):
+    return make_executor(args.executor, args.workers, args.address)
 
 
 def catalogue_markdown() -> str:
@@ -94,9 +117,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     law_ids = list(LAWS) if args.all else args.laws
     out = Path(args.out)
     start = time.perf_counter()
+    check_device(args.device)
+    executor = _executor(args)
     with Store(out / DB_NAME) as store:
-        verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, progress=_err,
-                         step_progress=_ticker)
+        verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, executor=executor,
+                         progress=_err, step_progress=_ticker)
         report = write_report([Verdict.from_dict(d) for d in store.verdicts()], out / REPORT_NAME)
     print(_table(verdicts))
     print(f"\n{sum(v.status == PASS for v in verdicts)}/{len(verdicts)} laws pass in {time.perf_counter() - start:.0f}s; "
@@ -105,23 +130,68 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        spec = json.loads(Path(args.config).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read config {args.config}: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"config {args.config} must hold a JSON object (a system, or {{'system': ..., 'probes': [...]}})")
+    spec = _read_json(args.config, "config")
     system = System.from_dict(spec.get("system", spec))
+    check_device(args.device)
     every = Schedule(every=max(system.rule.steps // 100, 1))
     probes = ([probe_from_dict(p) for p in spec["probes"]] if "probes" in spec
               else [Loss(every), Loss(every, split="test")])
     with Store(Path(args.out) / DB_NAME) as store:
-        result = run_experiment(Experiment(system.id, system, probes), store, force=args.force, device=args.device,
-                                progress=_err, step_progress=_ticker)
+        runs = run_experiments([Experiment({"system": system.id}, system, probes)], store, force=args.force,
+                               device=args.device, progress=_err, step_progress=_ticker)
+    result = next(iter(runs.values()))
+    if result.error:
+        raise ValueError(f"run {result.run_id} failed: {result.error}")
     print(f"run {result.run_id} (system {system.id}): {result.outcome}"
           + (f" at step {result.diverged_step}" if result.diverged_step is not None else ""))
     for name in result.names():
         print(f"  {name:<32} {result.last(name):.6g}")
+    return 0
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{what} {path} must hold a JSON object")
+    return spec
+
+
+def _bar(done: int, total: int) -> None:
+    """A progress bar on a terminal (silent when stderr is a file or pipe)."""
+    if sys.stderr.isatty():
+        filled = int(30 * done / max(total, 1))
+        print(f"\r\033[K  [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} runs", end="", file=sys.stderr, flush=True)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    spec = _read_json(args.grid, "sweep file")
+    unknown = set(spec) - {"base", "axes", "probes"}
+    if unknown or "base" not in spec or "axes" not in spec:
+        raise ValueError(f"sweep file {args.grid} needs keys base and axes (optional probes); "
+                         + (f"unknown: {sorted(unknown)}" if unknown else "missing one"))
+    check_device(args.device)
+    executor = _executor(args)
+    total = 1
+    for values in spec["axes"].values() if isinstance(spec["axes"], dict) else ():
+        total *= len(values) if isinstance(values, list) else 1
+    arrived = []
+
+    def on_run(result) -> None:
+        arrived.append(result.run_id)
+        _bar(len(arrived), total)
+
+    with Store(Path(args.out) / DB_NAME) as store:
+        runs = sweep(spec["base"], spec["axes"], spec.get("probes"), store=store, executor=executor,
+                     force=args.force, device=args.device, on_run=on_run)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    table = runs.table()
+    axes = list(spec["axes"])
+    metrics = [c for c in table.columns if "/" in c and not c.startswith(("architecture.", "data.", "task.", "rule."))]
+    print(table[axes + ["outcome"] + metrics + ["run_id"]].to_string(index=False))
     return 0
 
 
@@ -140,9 +210,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
             print(store.export_csv(args.csv))
             return 0
         rows = store.runs()
-    print(f"{'run':<18} {'system':<18} {'outcome':<10} {'wall s':>8} {'metrics':>8}")
+    print(f"{'run':<24} {'system':<18} {'outcome':<10} {'wall s':>8} {'metrics':>8}")
     for r in rows:
-        print(f"{r['run_id']:<18} {r['system_id']:<18} {r['outcome']:<10} {r['wall_time']:>8.1f} {r['metrics']:>8}")
+        print(f"{r['run_id']:<24} {r['system_id']:<18} {r['outcome']:<10} {r['wall_time'] or 0:>8.1f} {r['metrics']:>8}"
+              + (f"  {r['error']}" if r["error"] else ""))
     return 0
 
 
@@ -155,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         if args.command == "report":
             return _cmd_report(args)
         return _cmd_runs(args)
@@ -164,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("lmech: interrupted; every finished run is stored, rerun to continue")
         return 130
+    except BrokenPipeError:  # `lmech runs | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
-"""Check laws: run (or reuse) each law's experiments, evaluate, and store runs and verdicts."""
+"""Check laws and run sweeps: collect the experiments, reuse stored runs, train the rest through an executor, store
+each run as it finishes, and judge each law as soon as its runs are in.
+
+Only this driver writes the store, one transaction per finished run (workers only train), so an interrupted check
+keeps every run that finished; rerunning it trains only what is missing.
+"""
 from __future__ import annotations
 
 import time
 from typing import Callable, Sequence
 
+from .engine.executor import Executor, InProcess, Task, plan_tasks
 from .engine.experiment import Experiment
-from .engine.sweep import MAX_GROUP, batch_key, train_group
-from .engine.trainer import run_id, train
-from .laws.base import SCALES
+from .engine.trainer import run_id
+from .laws.base import SCALES, Law
 from .laws.registry import get_law
 from .report.verdict import Verdict
 from .store import Store
-from .store.result import DIVERGED, RunResult
+from .store.result import RunResult
 from .store.runs import Runs
 from .systems._validate import one_of
 
@@ -19,84 +24,108 @@ Progress = Callable[[str], None]
 StepProgress = Callable[[str, int, int], None]
 
 
-def run_experiment(exp: Experiment, store: Store | None = None, *, force: bool = False, device: str = "cpu",
-                   progress: Progress | None = None, step_progress: StepProgress | None = None) -> RunResult:
-    """Train ``exp`` or load it from ``store`` when an identical run is stored (unless ``force``).
-
-    A trained run is committed to the store in one transaction as soon as it finishes. ``progress``
-    receives one line per run; ``step_progress(label, step, total)`` is called during training.
-    """
-    rid = run_id(exp.system, exp.probes)
-    if store is not None and not force:
-        cached = store.load_run(rid)
+def _execute(experiments: Sequence[Experiment], store: Store | None, executor: Executor | None, *, force: bool,
+             device: str, batched: bool, progress: Progress | None, step_progress: StepProgress | None,
+             on_run: Callable[[RunResult], None] | None = None) -> dict[str, RunResult]:
+    """Results by run id for ``experiments``: stored ones reused (unless ``force``), the rest trained once each
+    (duplicates by run id share one run), each saved to ``store`` as it finishes; ``on_run`` sees every result."""
+    results: dict[str, RunResult] = {}
+    todo: dict[str, Experiment] = {}
+    for exp in experiments:
+        rid = run_id(exp.system, exp.probes)
+        if rid in results or rid in todo:
+            continue
+        cached = store.load_run(rid) if store is not None and not force else None
         if cached is not None:
+            results[rid] = cached
             if progress:
                 progress(f"  {exp.label}: reused stored run {rid}")
-            return cached
-    start = time.perf_counter()
-    ticks = (lambda step, total: step_progress(exp.label, step, total)) if step_progress else None
-    result = train(exp.system, exp.probes, device=device, progress=ticks)
-    if store is not None:
-        store.save_run(result)
-    if progress:
-        progress(f"  {exp.label}: trained {exp.system.rule.steps} steps in {time.perf_counter() - start:.1f}s ({result.outcome})")
-    return result
+        else:
+            todo[rid] = exp
+    for result in list(results.values()):
+        if on_run:
+            on_run(result)
+    tasks = plan_tasks(list(todo.values()), batched=batched)
+    started = time.perf_counter()
+
+    def done(task: Task, task_results: list[RunResult]) -> None:
+        for result in task_results:
+            if store is not None:
+                store.save_run(result)
+            results[result.run_id] = result
+        if progress:
+            outcomes = [r.outcome for r in task_results]
+            tally = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
+            errors = "; ".join(dict.fromkeys(r.error for r in task_results if r.error))
+            progress(f"  {task.label}: {tally} after {time.perf_counter() - started:.1f}s"
+                     + (f" ({errors})" if errors else "") + (f" [attempt {task.attempts}]" if task.attempts > 1 else ""))
+        for result in task_results:
+            if on_run:
+                on_run(result)
+
+    if tasks:
+        (executor or InProcess()).run(tasks, done, device=device, progress=step_progress)
+    return results
 
 
 def run_experiments(experiments: Sequence[Experiment], store: Store | None = None, *, force: bool = False,
-                    device: str = "cpu", batched: bool = True, progress: Progress | None = None,
-                    step_progress: StepProgress | None = None) -> Runs:
+                    device: str = "cpu", batched: bool = True, executor: Executor | None = None,
+                    progress: Progress | None = None, step_progress: StepProgress | None = None,
+                    on_run: Callable[[RunResult], None] | None = None) -> Runs:
     """Run (or load from ``store``) every experiment and return them as :class:`Runs` by key, in their order.
 
     With ``batched`` (default), experiments that differ only in ``rule.lr`` and measure only losses are trained
-    together, up to ``MAX_GROUP`` at a time (:mod:`lmech.engine.sweep`), each still a separate stored run;
-    the others run one after another (:func:`run_experiment`). Each run or group is committed as it finishes.
+    together (:mod:`lmech.engine.sweep`), each still a separate stored run. ``executor`` (default
+    :class:`~lmech.engine.executor.InProcess`) runs the tasks longest first; each run is committed as it finishes,
+    and ``on_run(result)`` sees each run as it arrives (stored ones first).
     """
-    results: dict = {}
-    groups: dict[str, list[Experiment]] = {}
-    for exp in experiments:
-        cached = store.load_run(run_id(exp.system, exp.probes)) if store is not None and not force else None
-        if cached is not None:
-            results[exp.key] = cached
-            if progress:
-                progress(f"  {exp.label}: reused stored run {cached.run_id}")
-            continue
-        key = batch_key(exp) if batched else None
-        groups.setdefault(key if key is not None else ("alone", exp.key), []).append(exp)
-    for members in groups.values():
-        for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP)):
-            if len(chunk) == 1:  # alone by key (not batchable, or batched=False) or by count
-                for exp in chunk:
-                    results[exp.key] = run_experiment(exp, store, force=True, device=device, progress=progress,
-                                                        step_progress=step_progress)
-                continue
-            start = time.perf_counter()
-            for exp, result in zip(chunk, train_group(chunk, device)):
-                if store is not None:
-                    store.save_run(result)
-                results[exp.key] = result
-            if progress:
-                diverged = sum(results[e.key].outcome == DIVERGED for e in chunk)
-                progress(f"  {len(chunk)} runs {chunk[0].label} .. {chunk[-1].label} trained together in "
-                         f"{time.perf_counter() - start:.1f}s ({diverged} diverged)")
-    return Runs((exp.key, results[exp.key]) for exp in experiments)
+    results = _execute(experiments, store, executor, force=force, device=device, batched=batched, progress=progress,
+                       step_progress=step_progress, on_run=on_run)
+    return Runs((exp.key, results[run_id(exp.system, exp.probes)]) for exp in experiments)
 
 
 def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = None, *, force: bool = False,
-          device: str = "cpu", progress: Progress | None = None, step_progress: StepProgress | None = None) -> list[Verdict]:
-    """Verdicts for ``law_ids`` at ``scale`` (``"quick"`` or ``"full"``), in order; stored when ``store`` is given."""
+          device: str = "cpu", executor: Executor | None = None, progress: Progress | None = None,
+          step_progress: StepProgress | None = None) -> list[Verdict]:
+    """Verdicts for ``law_ids`` at ``scale`` (``"quick"`` or ``"full"``), in order; stored when ``store`` is given.
+
+    Every experiment of every law is collected first, so a run two laws share trains once; the runs are scheduled
+    longest first on ``executor``, and each law is judged (and its verdict stored) as soon as its runs are in.
+    """
     one_of("scale", scale, SCALES)
-    laws = [get_law(i) for i in law_ids]
-    verdicts = []
-    for n, law in enumerate(laws, 1):
-        if progress:
-            progress(f"[{n}/{len(laws)}] {law.id} ({scale})")
-        runs = run_experiments(law.experiments(scale), store, force=force, device=device, progress=progress,
-                               step_progress=step_progress)
+    laws = [get_law(i) for i in dict.fromkeys(law_ids)]
+    plans = {law.id: law.experiments(scale) for law in laws}
+    waiting = {law.id: {run_id(e.system, e.probes) for e in plans[law.id]} for law in laws}
+    verdicts: dict[str, Verdict] = {}
+    arrived: dict[str, RunResult] = {}
+
+    def judge(law: Law) -> None:
+        runs = Runs((e.key, arrived[run_id(e.system, e.probes)]) for e in plans[law.id])
         verdict = law.evaluate(runs, scale)
+        verdicts[law.id] = verdict
         if store is not None:
             store.save_verdict(verdict.to_dict())
         if progress:
-            progress(f"  -> {verdict.status.upper()}: {verdict.summary}")
-        verdicts.append(verdict)
-    return verdicts
+            progress(f"[{len(verdicts)}/{len(laws)}] {law.id} ({scale}, {len(runs)} runs) -> "
+                     f"{verdict.status.upper()}: {verdict.summary}")
+
+    def on_run(result: RunResult) -> None:
+        arrived[result.run_id] = result
+        for law in laws:
+            pending = waiting[law.id]
+            if result.run_id in pending:
+                pending.discard(result.run_id)
+                if not pending:
+                    judge(law)
+
+    for law in laws:
+        if not waiting[law.id]:
+            judge(law)
+    if progress:
+        total = len({rid for ids in waiting.values() for rid in ids})
+        progress(f"{len(laws)} law(s), {total} distinct run(s) on {(executor or InProcess()).describe()}")
+    every = [e for law in laws for e in plans[law.id]]
+    _execute(every, store, executor, force=force, device=device, batched=True, progress=progress,
+             step_progress=step_progress, on_run=on_run)
+    return [verdicts[law.id] for law in laws]
+

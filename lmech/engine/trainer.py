@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from typing import Callable, Sequence
@@ -13,7 +14,8 @@ from .._version import __version__
 from ..hyper.parametrize import parametrize
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
-from ..systems.architecture import ResidualMLP, Transformer
+from ..systems._validate import ConfigError
+from ..systems.architecture import MLP, ResidualMLP, Transformer
 from ..systems.networks import activation_gain, build_model
 from ..systems.system import System, stable_hash
 from ..store.result import COMPLETED, DIVERGED, RunResult
@@ -56,6 +58,50 @@ def _batches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Te
     return next_batch
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this torch build can use, or a :class:`ConfigError` naming it and the fix."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"--device {device!r} is not a torch device; use cpu, cuda, cuda:N or mps") from None
+    usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if dev.type not in usable:
+        raise ConfigError(f"--device {device!r}: lmech trains on cpu, cuda or mps, not {dev.type}")
+    if not usable[dev.type]():
+        raise ConfigError(f"--device {device}: this torch ({torch.__version__}) has no usable {dev.type.upper()} device; "
+                          f"use --device cpu, or install a torch build with {dev.type.upper()} support")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here; use cuda:0")
+    return dev
+
+
+def parameter_count(system: System, data) -> int:
+    """The number of trainable parameters ``system``'s network has on ``data`` (a loaded dataset), from the
+    architecture's shapes alone (nothing allocated)."""
+    arch, d_in, d_out = system.architecture, data.input_dim, data.output_dim
+    w = arch.width
+    if isinstance(arch, Transformer):
+        block = 4 * w * w + 2 * arch.mlp_ratio * w * w + (arch.mlp_ratio + 5) * w
+        return data.info.get("vocab", d_in) * w + d_in * w + arch.depth * block + 2 * w + w * d_out + d_out
+    if isinstance(arch, ResidualMLP):
+        return d_in * w + w + arch.depth * (w * w + w) + w * d_out + d_out
+    hidden = arch.depth if isinstance(arch, MLP) else arch.depth - 1
+    dims = [d_in] + [w] * hidden + [d_out]
+    return sum(a * b + (b if getattr(arch, "bias", False) else 0) for a, b in zip(dims, dims[1:]))
+
+
+def _check_fits(system: System, data) -> None:
+    """Refuse, before allocating, a network whose parameters, gradients and two optimizer moments would not fit in
+    this machine's memory."""
+    count = parameter_count(system, data)
+    need = 4 * count * torch.empty((), dtype=system.rule.torch_dtype).element_size()
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.8 * have:
+        raise ConfigError(f"this system's network has {count:.3g} parameters: about {need / 2 ** 30:.3g} GiB with "
+                          f"gradients and optimizer state ({system.rule.dtype}), more than this machine's "
+                          f"{have / 2 ** 30:.3g} GiB; lower architecture.width or architecture.depth")
+
+
 def initial_state(system: System, device: str | torch.device = "cpu") -> TrainState:
     """Step 0 of ``system``: the initialized model and the data as tensors (targets as the loss consumes them),
     exactly as :func:`train` starts from them (same seed, dtype and device); ``optimizer`` is not set.
@@ -63,7 +109,8 @@ def initial_state(system: System, device: str | torch.device = "cpu") -> TrainSt
     rule = system.rule
     dtype = rule.torch_dtype
     data = system.data.load()
-    device = torch.device(device)
+    device = check_device(device)
+    _check_fits(system, data)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(a)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..engine.experiment import Experiment
 from ..report.verdict import DIVERGED, Check, Panel, Verdict, derive_status
-from ..store.result import RunResult
+from ..store.result import ERROR, RunResult
 from ..store.runs import Runs
 from ..systems._validate import one_of
 
@@ -71,10 +71,19 @@ class Law:
         """The verdict at ``scale`` on ``runs`` (a :class:`Runs`, or pairs/a mapping of key to run)."""
         runs = runs if isinstance(runs, Runs) else Runs(runs.items() if isinstance(runs, Mapping) else runs)
         s = self.setting(scale)
-        verdict = self.judge(runs, s)
+        failed = [(k.label, r.error) for k, r in runs.items() if r.outcome == ERROR]
+        verdict = self._failed_runs(runs, failed) if failed else self.judge(runs, s)
         verdict.scale = scale
         verdict.meta["settings"] = repr(s)
         return verdict
+
+    def _failed_runs(self, runs: Runs, failed: list[tuple[str, str | None]]) -> Verdict:
+        """Inconclusive: some runs raised instead of training (their messages in the summary)."""
+        check = Check("runs that raised an error instead of training", len(failed), "= 0 (else inconclusive)", False,
+                      kind="data", headline=True)
+        summary = f"{len(failed)} of {len(runs)} runs failed: " + "; ".join(f"{k}: {e}" for k, e in failed[:3])
+        return self.verdict(runs, metric="runs that failed", error=float(len(failed)), tolerance=0.0, summary=summary,
+                            checks=[check], panels=[])
 
     def verdict(self, runs: Runs, *, metric: str, error: float, tolerance: float, summary: str,
                 checks: list[Check], panels: list[Panel]) -> Verdict:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .result import RunResult
+from .result import ERROR, RunResult
 from ..systems.system import System, stable_hash
 
 _SCHEMA = """
@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS runs (
     diverged_step INTEGER,
     wall_time REAL,
     versions TEXT,
-    finished REAL
+    finished REAL,
+    error TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -87,6 +88,8 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            if "error" not in {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}:  # stores before 0.3
+                self._db.execute("ALTER TABLE runs ADD COLUMN error TEXT")
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"store {self.path} is not a usable lmech SQLite database ({exc}); pass another --out") from None
 
@@ -107,7 +110,7 @@ class Store:
         """Write the system, the run and all its metrics atomically (replacing a run with the same id)."""
         with self._db:  # one transaction: all or nothing
             self._db.execute("DELETE FROM runs WHERE id = ?", (result.run_id,))
-            self._write_row(result, "finished")
+            self._write_row(result, "error" if result.outcome == ERROR else "finished")
             self._insert(result.run_id, result.records, result.arrays)
 
     def append_run(self, result: RunResult, records: list[tuple[int, str, float]],
@@ -125,12 +128,12 @@ class Store:
         self._db.execute("INSERT OR IGNORE INTO systems (id, config) VALUES (?, ?)",
                          (system_id, json.dumps(config, sort_keys=True)))
         self._db.execute(
-            "INSERT INTO runs (id, system_id, probes, status, outcome, diverged_step, wall_time, versions, finished)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+            "INSERT INTO runs (id, system_id, probes, status, outcome, diverged_step, wall_time, versions, finished, error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
             "outcome = excluded.outcome, diverged_step = excluded.diverged_step, wall_time = excluded.wall_time, "
-            "finished = excluded.finished",
+            "finished = excluded.finished, error = excluded.error",
             (result.run_id, system_id, json.dumps(result.probes, sort_keys=True), status, result.outcome,
-             result.diverged_step, result.wall_time, json.dumps(result.versions), time.time()),
+             result.diverged_step, result.wall_time, json.dumps(result.versions), time.time(), result.error),
         )
 
     def _insert(self, run_id: str, records, arrays) -> None:
@@ -156,11 +159,12 @@ class Store:
                          wall_time, json.loads(versions or "{}"), arrays, info)
 
     def runs(self) -> list[dict]:
-        """One dict per finished run: id, system id, outcome, wall time, metric count, finish time."""
+        """One dict per run (finished, running or failed): id, system id, status, outcome, wall time, metric count,
+        finish time and error message."""
         cur = self._db.execute(
-            "SELECT r.id, r.system_id, r.outcome, r.diverged_step, r.wall_time, r.finished, "
-            "(SELECT COUNT(*) FROM metrics m WHERE m.run_id = r.id) FROM runs r ORDER BY r.finished")
-        keys = ("run_id", "system_id", "outcome", "diverged_step", "wall_time", "finished", "metrics")
+            "SELECT r.id, r.system_id, r.status, r.outcome, r.diverged_step, r.wall_time, r.finished, "
+            "(SELECT COUNT(*) FROM metrics m WHERE m.run_id = r.id), r.error FROM runs r ORDER BY r.finished")
+        keys = ("run_id", "system_id", "status", "outcome", "diverged_step", "wall_time", "finished", "metrics", "error")
         return [dict(zip(keys, row)) for row in cur]
 
     def iter_metrics(self, run_id: str | None = None) -> Iterator[tuple[str, int, str, float]]:

@@ -30,3 +30,31 @@ def positive_float(field: str, value: Any, *, allow_zero: bool = False) -> None:
 def in_unit_interval(field: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ConfigError(f"{field}={value!r} must be a number in [0, 1)")
+
+
+_SIMPLE = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "True or False"),
+           "str": ((str,), "a string")}
+
+
+def check_types(config: Any, section: str) -> None:
+    """Every field of the dataclass ``config`` holds a value of its annotated type (``int``, ``float``, ``bool``,
+    ``str``, ``tuple[...]``, each optionally ``| None``; a bool is not a number), else a :class:`ConfigError` naming
+    ``section.field``, the value and the type it needs."""
+    import dataclasses
+
+    for f in dataclasses.fields(config):
+        options = [o.strip() for o in str(f.type).split("|")]
+        value = getattr(config, f.name)
+        if value is None and "None" in options:
+            continue
+        kind = options[0].split("[")[0]
+        if kind == "tuple":
+            ok, need = isinstance(value, (tuple, list)), "a list of values"
+        elif kind in _SIMPLE:
+            types, need = _SIMPLE[kind]
+            ok = isinstance(value, types) and (kind == "bool" or not isinstance(value, bool))
+        else:
+            continue
+        if not ok:
+            need += " or null" if "None" in options else ""
+            raise ConfigError(f"{section}.{f.name}={value!r} must be {need}, not {type(value).__name__}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ._validate import ConfigError, one_of, positive_float, positive_int
+from ._validate import ConfigError, check_types, one_of, positive_float, positive_int
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "silu", "erf", "linear")
 PARAMETERIZATIONS = ("sp", "ntk")
@@ -58,6 +58,7 @@ class MLP:
     kind: ClassVar[str] = "mlp"
 
     def __post_init__(self) -> None:
+        check_types(self, "architecture")
         positive_int("architecture.width", self.width)
         positive_int("architecture.depth", self.depth)
         one_of("architecture.activation", self.activation, ACTIVATIONS)
@@ -82,6 +83,7 @@ class DeepLinear:
     kind: ClassVar[str] = "deep_linear"
 
     def __post_init__(self) -> None:
+        check_types(self, "architecture")
         positive_int("architecture.depth", self.depth)
         positive_int("architecture.width", self.width)
         one_of("architecture.parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -108,6 +110,7 @@ class ResidualMLP:
     kind: ClassVar[str] = "residual_mlp"
 
     def __post_init__(self) -> None:
+        check_types(self, "architecture")
         positive_int("architecture.width", self.width)
         positive_int("architecture.depth", self.depth)
         one_of("architecture.activation", self.activation, ACTIVATIONS)
@@ -141,6 +144,7 @@ class Transformer:
     kind: ClassVar[str] = "transformer"
 
     def __post_init__(self) -> None:
+        check_types(self, "architecture")
         positive_int("architecture.width", self.width)
         positive_int("architecture.depth", self.depth)
         positive_int("architecture.heads", self.heads)

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._validate import ConfigError, one_of, positive_float, positive_int
+from ._validate import ConfigError, check_types, one_of, positive_float, positive_int
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class WhitenedLinear:
     kind: ClassVar[str] = "whitened_linear"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         positive_int("data.d_in", self.d_in)
         positive_int("data.d_out", self.d_out)
         object.__setattr__(self, "singular_values", tuple(float(s) for s in self.singular_values))
@@ -124,6 +125,7 @@ class TeacherStudent:
     kind: ClassVar[str] = "teacher_student"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         positive_int("data.d_in", self.d_in)
         positive_int("data.teacher_width", self.teacher_width)
         one_of("data.activation", self.activation, ("relu", "tanh", "erf", "linear"))
@@ -170,6 +172,7 @@ class MNIST1D:
     kind: ClassVar[str] = "mnist1d"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         _check_split(self.kind, self.n_train, self.n_test)
         if self.n_train > 4000:
             raise ConfigError(f"data.n_train={self.n_train} exceeds the 4000 training samples of mnist1d; lower n_train")
@@ -199,6 +202,7 @@ class Digits:
     kind: ClassVar[str] = "digits"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         _check_split(self.kind, self.n_train, self.n_test, available=1797)
         one_of("data.target", self.target, ("class", "parity"))
 
@@ -237,6 +241,7 @@ class MultiIndex:
     kind: ClassVar[str] = "multi_index"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         positive_int("data.d_in", self.d_in, minimum=2)
         one_of("data.target", self.target, tuple(_INDEX_FUNCTIONS))
         positive_float("data.noise", self.noise, allow_zero=True)
@@ -262,6 +267,7 @@ class ModularArithmetic:
     kind: ClassVar[str] = "modular_arithmetic"
 
     def __post_init__(self) -> None:
+        check_types(self, "data")
         positive_int("data.p", self.p, minimum=2)
         one_of("data.operation", self.operation, ("add", "subtract", "multiply"))
         _check_split(self.kind, self.n_train, self.n_test, available=self.p ** 2)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import ConfigError, in_unit_interval, one_of, positive_float, positive_int
+from ._validate import ConfigError, check_types, in_unit_interval, one_of, positive_float, positive_int
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 INITS = ("normal", "aligned", "symmetric")
@@ -41,6 +41,7 @@ class LearningRule:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        check_types(self, "rule")
         positive_float("rule.lr", self.lr)
         positive_int("rule.steps", self.steps, minimum=0)
         one_of("rule.optimizer", self.optimizer, OPTIMIZERS)

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ._validate import one_of
+from ._validate import check_types, one_of
 
 LOSSES = ("mse", "cross_entropy")
 
@@ -34,6 +34,7 @@ class Task:
     loss: str = "mse"
 
     def __post_init__(self) -> None:
+        check_types(self, "task")
         one_of("task.loss", self.loss, LOSSES)
 
     @property

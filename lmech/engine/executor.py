@@ -1,0 +1,299 @@
+"""Executors: where training tasks run. In this process (:class:`InProcess`), in local worker processes
+(:class:`LocalPool`) or on a Ray cluster (:class:`Ray`), behind one interface.
+
+A :class:`Task` is one unit of work: a single experiment, or a group of experiments that differ only in the learning
+rate and are trained together (:func:`lmech.engine.sweep.train_group`; a batched group stays one task). An executor
+runs tasks and hands each finished task's results to a callback in the driver, which alone writes the store, one
+transaction per run: a killed worker, a ``KeyboardInterrupt`` or ``kill -9`` of the driver loses only the tasks in
+flight. A task lost with a crashed worker is retried once; a second loss, or an exception raised by the training
+code, becomes a run with outcome ``"error"`` carrying the message.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from ..store.result import ERROR, RunResult
+from .experiment import Experiment
+from .sweep import MAX_GROUP, batch_key, train_group
+from .trainer import run_id, train, versions
+
+Done = Callable[["Task", list[RunResult]], None]
+EXECUTORS = ("inprocess", "pool", "ray")
+
+
+@dataclass
+class Task:
+    """Experiments trained as one unit (one, or a batched group), its estimated ``cost`` (for longest-first
+    scheduling) and how many times it was started."""
+
+    experiments: list[Experiment]
+    cost: float = 0.0
+    attempts: int = field(default=0, compare=False)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [run_id(e.system, e.probes) for e in self.experiments]
+
+    @property
+    def label(self) -> str:
+        first, last = self.experiments[0].label, self.experiments[-1].label
+        return first if len(self.experiments) == 1 else f"{len(self.experiments)} runs {first} .. {last} (batched)"
+
+
+def estimated_cost(exp: Experiment) -> float:
+    """A rough training cost of ``exp`` (arbitrary units, for ordering only): steps x rows per step x a width-squared
+    layer cost, plus a full-data pass per probe measurement (curvature probes counted as 20 passes)."""
+    system = exp.system
+    arch, rule, data = system.architecture, system.rule, system.data
+    n = data.n_train
+    rows = min(rule.batch_size or n, n)
+    layer = float(arch.width) ** 2 * max(getattr(arch, "depth", 1), 1) + 64.0 * arch.width
+    heavy = {"sharpness", "hessian_trace", "hessian_density", "noise_scale", "kernels", "feature_ansatz"}
+    measure = sum(len(p.schedule.steps(rule.steps)) * (20.0 if p.name in heavy else 1.0) for p in exp.probes)
+    return layer * (rule.steps * rows + measure * n)
+
+
+def plan_tasks(experiments: Sequence[Experiment], *, batched: bool = True) -> list[Task]:
+    """Group ``experiments`` into tasks (batchable ones by :func:`batch_key`, at most ``MAX_GROUP`` per task),
+    ordered longest first by :func:`estimated_cost`."""
+    groups: dict[object, list[Experiment]] = {}
+    for exp in experiments:
+        key = batch_key(exp) if batched else None
+        groups.setdefault(key if key is not None else ("alone", run_id(exp.system, exp.probes)), []).append(exp)
+    tasks = [Task(chunk, sum(estimated_cost(e) for e in chunk) / max(len(chunk) ** 0.5, 1))
+             for members in groups.values() for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP))]
+    return sorted(tasks, key=lambda t: -t.cost)
+
+
+def run_task(experiments: Sequence[Experiment], device: str = "cpu", threads: int | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
+    """Train one task's experiments (a group together, a single one through :func:`lmech.train`); an exception
+    raised while training becomes one ``"error"`` run per experiment with its message. ``threads`` sets torch's
+    intra-op threads first (a worker's share of the cores)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        if len(experiments) > 1:
+            return train_group(list(experiments), device)
+        exp = experiments[0]
+        ticks = (lambda step, total: progress(exp.label, step, total)) if progress else None
+        return [train(exp.system, exp.probes, device=device, progress=ticks)]
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the message is kept as the run's outcome
+        message = f"{type(exc).__name__}: {exc}"
+        detail = traceback.format_exc(limit=3)
+        return error_results(experiments, message, detail)
+
+
+def error_results(experiments: Sequence[Experiment], message: str, detail: str = "") -> list[RunResult]:
+    """One ``"error"`` :class:`RunResult` per experiment, carrying ``message`` (and a short traceback in ``info``)."""
+    return [RunResult(run_id(e.system, e.probes), e.system, [p.to_dict() for p in e.probes], outcome=ERROR,
+                      versions=versions(), error=message, info={"traceback": detail} if detail else {})
+            for e in experiments]
+
+
+class Executor:
+    """Runs tasks; :meth:`run` calls ``done(task, results)`` in the driver as each task finishes."""
+
+    name = "executor"
+
+    def run(self, tasks: Sequence[Task], done: Done, *, device: str = "cpu",
+            progress: Callable[[str, int, int], None] | None = None) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class InProcess(Executor):
+    """Every task in this process, one after another (torch uses all its threads)."""
+
+    name = "inprocess"
+
+    def run(self, tasks, done, *, device="cpu", progress=None):
+        for task in tasks:
+            task.attempts += 1
+            done(task, run_task(task.experiments, device, progress=progress))
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+class LocalPool(Executor):
+    """``workers`` local processes (spawned, so no torch state is forked), each with ``cores // workers`` torch
+    threads. A worker that dies (killed, out of memory) breaks the pool: it is restarted and the tasks that were in
+    flight are retried once."""
+
+    name = "pool"
+
+    def __init__(self, workers: int = 2, cores: int | None = None) -> None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers={workers!r} must be a positive integer (e.g. --workers 2)")
+        self.workers = workers
+        self.threads = max((cores or os.cpu_count() or 1) // workers, 1)
+        self.processes: list[int] = []  # pids of the current pool's workers (tests kill one)
+
+    def describe(self) -> str:
+        return f"pool({self.workers} workers x {self.threads} threads)"
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.threads,))
+
+    def run(self, tasks, done, *, device="cpu", progress=None):
+        queue = list(tasks)
+        pool = self._pool()
+        running: dict[Future, Task] = {}
+        try:
+            while queue or running:
+                broken = False
+                while queue and len(running) < 2 * self.workers and not broken:  # each worker busy, the rest here
+                    task = queue.pop(0)
+                    try:
+                        future = pool.submit(run_task, task.experiments, device, self.threads)
+                    except BrokenProcessPool:  # a worker died while idle: the task never started
+                        queue.insert(0, task)
+                        broken = True
+                        break
+                    task.attempts += 1
+                    running[future] = task
+                self.processes = list(getattr(pool, "_processes", {}) or {})
+                if not broken:
+                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        task = running.pop(future)
+                        try:
+                            results = future.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            self._retry(task, queue, done)
+                            continue
+                        except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
+                            results = error_results(task.experiments, f"{type(exc).__name__}: {exc}")
+                        done(task, results)
+                if broken:  # every task still in flight was lost with the pool: retry them in a fresh one
+                    for task in running.values():
+                        self._retry(task, queue, done)
+                    running.clear()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._pool()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _retry(task: Task, queue: list[Task], done: Done) -> None:
+        """Queue a task lost with a dead worker again, once; a second loss is an ``"error"`` run."""
+        if task.attempts < 2:
+            queue.insert(0, task)
+        else:
+            done(task, error_results(task.experiments, "a worker process died twice while running this task "
+                                     "(killed, or out of memory)"))
+
+
+class Ray(Executor):
+    """Tasks as Ray remote functions (``pip install 'lmech[ray]'``): a local Ray cluster with ``workers`` CPUs when
+    ``address`` is ``None``, else the existing cluster at ``address`` (``host:port`` of its GCS, or ``"auto"``).
+    Ray retries a task whose worker died once (``max_retries=1``); a second loss is an ``"error"`` run."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int = 2, cores: int | None = None) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("--executor ray needs Ray, which is not installed: pip install 'lmech[ray]'") from None
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ValueError(f"workers={workers!r} must be a positive integer (e.g. --workers 2)")
+        if address not in (None, "auto"):
+            _check_reachable(address)
+        self.address, self.workers = address, workers
+        self.threads = max((cores or os.cpu_count() or 1) // workers, 1)
+
+    def describe(self) -> str:
+        return f"ray({self.address or f'local, {self.workers} CPUs'})"
+
+    def _init(self):
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = {"address": self.address} if self.address else {"num_cpus": self.workers}
+            ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return ray
+
+    def run(self, tasks, done, *, device="cpu", progress=None):
+        ray = self._init()
+        remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
+        refs = {}
+        for task in tasks:
+            task.attempts += 1
+            refs[remote.remote(task.experiments, device, self.threads)] = task
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                task = refs.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # worker crashed twice, or the node was lost
+                    task.attempts += 1
+                    results = error_results(task.experiments, f"Ray lost this task twice: {type(exc).__name__}: "
+                                            f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                done(task, results)
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail fast, with one line, when nothing listens at ``host:port``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address {address!r} must be host:port of a Ray cluster's head (e.g. 127.0.0.1:6379) "
+                         "or 'auto'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--address {address}: no Ray cluster reachable there ({exc.strerror or exc}); start one with "
+                         "`ray start --head` or omit --address for a local cluster") from None
+
+
+def make_executor(kind: str | None = None, workers: int | str = "auto", address: str | None = None) -> Executor:
+    """The executor named ``kind`` (``inprocess``, ``pool``, ``ray``; ``None``: in-process for one worker, a local
+    pool for more) with ``workers`` workers (``"auto"``: the fastest choice on this machine, :func:`auto_workers`)."""
+    if kind is not None and kind not in EXECUTORS:
+        raise ValueError(f"--executor {kind!r} is not an executor; choose one of {', '.join(EXECUTORS)}")
+    if address is not None and kind not in (None, "ray"):
+        raise ValueError(f"--address is the address of a Ray cluster; it needs --executor ray, not {kind}")
+    if workers == "auto":
+        workers = auto_workers()
+    if isinstance(workers, str):
+        if not workers.isdigit():
+            raise ValueError(f"--workers {workers!r} must be a positive integer or 'auto'")
+        workers = int(workers)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers {workers!r} must be a positive integer or 'auto' (0 workers cannot train)")
+    if kind is None:
+        kind = "ray" if address is not None else "inprocess" if workers == 1 else "pool"
+    if kind == "inprocess":
+        if workers != 1:
+            raise ValueError(f"--executor inprocess runs one task at a time; for --workers {workers} use --executor pool")
+        return InProcess()
+    if kind == "pool":
+        return LocalPool(workers)
+    return Ray(address, workers)
+
+
+def auto_workers() -> int:
+    """Workers for ``--workers auto``: one in-process worker using every core (measured faster than two
+    single-threaded processes on the 2-core quick atlas, bench/README.md)."""
+    return 1
+

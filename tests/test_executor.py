@@ -1,0 +1,159 @@
+"""Executors and the check driver: dedup by run id, reuse, one stored run per finished run, retries, error outcomes."""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from lmech.engine.executor import InProcess, LocalPool, Task, make_executor, plan_tasks
+from lmech.laws import LAWS, Check, Experiment, Law, Panel, Series
+from lmech.observables.probes import Loss, Sharpness
+from lmech.observables.schedule import Schedule
+from lmech.runner import check, run_experiments
+from lmech.store import Store
+from lmech.systems import MLP, Digits, LearningRule, System, Task as LossTask
+
+
+def _system(lr: float, width: int = 4, steps: int = 5) -> System:
+    return System(MLP(width=width), Digits(n_train=24, n_test=0), LossTask("mse"), LearningRule(lr=lr, steps=steps))
+
+
+@dataclass(frozen=True)
+class _Setting:
+    lrs: tuple[float, ...]
+
+
+class _Tiny(Law):
+    """Passes when every run's loss fell: a law over a few learning rates."""
+
+    id = "test-tiny-a"
+    title = pillar = claim = citation = regime = tolerance_note = "test"
+    settings = {"quick": _Setting((0.05, 0.1, 0.2)), "full": _Setting((0.05, 0.1, 0.2, 0.4))}
+    probes = (Loss(Schedule(every=1)), Sharpness(Schedule(at=(0,))))  # not batchable: one task per run
+
+    def design(self, s):
+        return [Experiment({"lr": lr}, _system(lr), self.probes) for lr in s.lrs]
+
+    def judge(self, runs, s):
+        lrs, ordered = runs.sweep("lr")
+        drops = [r.last("loss/train") / r.series("loss/train")[1][0] for r in ordered]
+        checks = [Check(f"lr={lr:g}: final / initial loss", d, "< 1", d < 1, headline=True) for lr, d in zip(lrs, drops)]
+        return self.verdict(runs, metric="max loss ratio", error=max(drops), tolerance=1.0, summary="loss falls",
+                            checks=checks, panels=[Panel("p", "lr", "ratio", [Series.of("m", lrs, drops)])])
+
+
+class _TinyShared(_Tiny):
+    """Shares the lr=0.1 run with ``_Tiny`` (same system and probes: the same run id)."""
+
+    id = "test-tiny-b"
+    settings = {"quick": _Setting((0.1, 0.3)), "full": _Setting((0.1, 0.3))}
+
+
+@pytest.fixture
+def tiny_laws():
+    for cls in (_Tiny, _TinyShared):
+        LAWS[cls.id] = cls()
+    yield [_Tiny.id, _TinyShared.id]
+    for cls in (_Tiny, _TinyShared):
+        del LAWS[cls.id]
+
+
+def _records(runs):
+    return {k.label: [(s, n, v) for s, n, v in sorted(r.records)] for k, r in runs.items()}
+
+
+def test_check_trains_a_shared_run_once_and_reuses_stored_runs(tmp_path, tiny_laws):
+    lines = []
+    with Store(tmp_path / "s.db") as store:
+        verdicts = check(tiny_laws, "quick", store, progress=lines.append)
+        assert [v.status for v in verdicts] == ["pass", "pass"]
+        assert len(store.runs()) == 4  # 3 + 2 experiments, one shared
+        assert sum("trained" in ln or "completed" in ln for ln in lines) == 4
+        again = []
+        check(tiny_laws, "quick", store, progress=again.append)
+        assert sum("reused stored run" in ln for ln in again) == 4 and not any("completed" in ln for ln in again)
+        assert len(store.verdicts()) == 2
+
+
+def test_tasks_run_longest_first_and_batched_groups_stay_one_task():
+    exps = [Experiment({"lr": lr}, _system(lr), [Loss()]) for lr in (0.1, 0.2, 0.3)]  # batchable: differ only in lr
+    big = Experiment({"lr": 0.1, "w": 64}, _system(0.1, width=64, steps=50), [Loss(), Sharpness(Schedule(at=(0,)))])
+    tasks = plan_tasks(exps + [big])
+    assert [len(t.experiments) for t in tasks] == [1, 3]  # the wide run first, the three lrs as one group
+    assert tasks[0].experiments[0] is big
+
+
+def test_local_pool_equals_in_process(tmp_path):
+    exps = [Experiment({"lr": lr}, _system(lr), [Loss(), Sharpness(Schedule(at=(0, 5)))]) for lr in (0.05, 0.1, 0.2)]
+    serial = run_experiments(exps, executor=InProcess())
+    with Store(tmp_path / "p.db") as store:
+        pooled = run_experiments(exps, store, executor=LocalPool(2))
+        assert len(store.runs()) == 3
+    for label, records in _records(serial).items():
+        other = _records(pooled)[label]
+        assert [(s, n) for s, n, _ in records] == [(s, n) for s, n, _ in other]
+        np.testing.assert_allclose([v for *_, v in records], [v for *_, v in other], rtol=1e-5)
+
+
+def test_a_killed_worker_is_retried_once_and_the_store_stays_intact(tmp_path):
+    exps = [Experiment({"lr": lr}, _system(lr, width=32, steps=400), [Loss(Schedule(every=50))]) for lr in (0.01, 0.02)]
+    pool = LocalPool(2)
+    finished: list[Task] = []
+    killed = []
+
+    def done(task, results):
+        finished.append(task)
+        for r in results:
+            store.save_run(r)
+
+    original = pool._pool
+
+    def pool_that_loses_a_worker():
+        p = original()
+        if not killed:  # the first pool loses a worker as soon as both tasks are in flight
+            p.submit(os.getpid).result()  # start the workers
+            pid = next(iter(p._processes))
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+        return p
+
+    pool._pool = pool_that_loses_a_worker
+    with Store(tmp_path / "k.db") as store:
+        tasks = [Task([e]) for e in exps]
+        pool.run(tasks, done)
+        assert killed and len(finished) == 2
+        assert all(r["outcome"] == "completed" and r["status"] == "finished" for r in store.runs())
+        assert max(t.attempts for t in finished) == 2  # lost once, retried once
+        for e in exps:
+            assert store.load_run(Task([e]).run_ids[0]).last("loss/train") < 1.0
+
+
+def test_a_run_that_raises_is_an_error_outcome_and_the_law_inconclusive(tmp_path):
+    bad = _system(0.2).replace(architecture=MLP(width=10 ** 7, depth=2))  # valid, but 10^14 parameters: refused in training
+    good = Experiment({"lr": 0.1}, _system(0.1), [Loss()])
+    with Store(tmp_path / "e.db") as store:
+        runs = run_experiments([good, Experiment({"lr": 0.2}, bad, [Loss()])], store)
+        failed = runs.one(lr=0.2)
+        assert failed.outcome == "error" and "lower architecture.width" in failed.error
+        rows = {r["run_id"]: r for r in store.runs()}
+        assert rows[failed.run_id]["status"] == "error" and "lower architecture.width" in rows[failed.run_id]["error"]
+        assert store.load_run(failed.run_id) is None  # never reused: the next check retrains it
+        verdict = _Tiny().evaluate(runs, "quick")
+    assert verdict.status == "inconclusive" and "lower architecture.width" in verdict.summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (("pool", 0), "positive integer"), (("bogus", 1), "not an executor"), (("inprocess", 2), "--executor pool"),
+    (("pool", "two"), "positive integer or 'auto'"), (("pool", 1, "127.0.0.1:6379"), "needs --executor ray"),
+])
+def test_bad_executor_settings_are_one_line_errors(args, message):
+    with pytest.raises(ValueError, match=message):
+        make_executor(*args)
+
+
+def test_default_executor_follows_the_worker_count():
+    assert isinstance(make_executor(None, 1), InProcess)
+    assert isinstance(make_executor(None, 2), LocalPool) and make_executor(None, 2).threads == max(os.cpu_count() // 2, 1)
