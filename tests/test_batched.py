@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmech.engine.trainer import _batches
+from lmech.engine.loop import minibatches
 from lmech.engine import train_stacked
 from lmech.engine.batched import _chain
 from lmech.observables.metrics import accuracy, loss
@@ -60,7 +60,7 @@ def _sequential(model, x, y, lr, steps, optimizer, batch_size, scale=None, loss_
     groups = [{"params": [p], "lr": lr * (scale or {}).get(n, 1.0)} for n, p in model.named_parameters()]
     opt = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
            else torch.optim.SGD(groups, lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0))
-    next_batch = _batches(len(x), batch_size, 0)
+    next_batch = minibatches(len(x), batch_size, 0)
     rec = {"loss": [], "accuracy": [], "test_loss": [], "test_accuracy": []}
     for step in range(steps + 1):
         if record is None or step in record:

@@ -6,7 +6,7 @@ from torch import nn
 
 import lmech
 from lmech.observables.state import TrainState
-from lmech.observables.probes import PROBES, CoordinateSizes, probe_from_dict
+from lmech.observables.probes import CoordinateSizes, probe_from_dict, probe_types
 from lmech.systems import ModularArithmetic
 from lmech.systems.networks import TransformerNet
 from lmech.systems.task import cross_entropy, half_mse
@@ -75,9 +75,10 @@ def test_probe_records_mean_output_size_and_its_change_since_the_first_measureme
     second = probe.measure(state)
     assert second["coords/2/update"] == pytest.approx(float((2 * torch.relu(h) @ w.T).abs().mean()), rel=1e-6)
     assert second["coords/0/update"] == 0.0
-    probe.reset()  # a new reference: the next measurement is its own h_0
-    assert probe.measure(state)["coords/2/update"] == 0.0
-    assert probe_from_dict(probe.to_dict()) == probe and PROBES["coords"] is CoordinateSizes
+    fresh = TrainState(0, model, half_mse, x, torch.zeros(8, 2), x[:0], x[:0], False, {})  # a new run: its own h_0
+    assert probe.measure(fresh)["coords/2/update"] == 0.0
+    assert probe.measure(state)["coords/2/update"] > 0  # the first run keeps its reference
+    assert probe_from_dict(probe.to_dict()) == probe and probe_types()["coords"] is CoordinateSizes
 
 
 def test_probe_reads_token_inputs_and_every_called_layer_of_a_transformer():

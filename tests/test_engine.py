@@ -4,7 +4,7 @@ import torch
 
 from lmech import (MLP, DeepLinear, Digits, GradNorm, LearningRule, Loss, Schedule, SingularValues, System, Task,
                    TeacherStudent, WhitenedLinear, train)
-from lmech.engine.trainer import _batches
+from lmech.engine.loop import minibatches
 
 
 def _digits_system(**rule):
@@ -88,10 +88,10 @@ def test_divergence_is_an_outcome_not_a_crash():
 
 
 def test_minibatches_cover_each_epoch_without_replacement():
-    nxt = _batches(10, 3, seed=0)
+    nxt = minibatches(10, 3, seed=0)
     epoch = torch.cat([nxt() for _ in range(3)])
     assert len(set(epoch.tolist())) == 9
-    assert _batches(10, None, 0)() is None
+    assert minibatches(10, None, 0)() is None
 
 
 def test_ntk_parameterization_matches_sp_function_at_init_and_scales_gradients():

@@ -3,13 +3,15 @@ import numpy as np
 import pytest
 
 import lmech
-from lmech import MLP, MNIST1D, Experiment, LearningRule, Loss, Schedule, System, Task, Transformer
+from lmech import MLP, MNIST1D, LearningRule, Loss, Schedule, System, Task, Transformer
+from lmech.laws import Experiment
+from lmech.runner import run_experiments
 from lmech.systems import ModularArithmetic
 
 
 def _experiments(arch, data, lrs, optimizer="adam", batch_size=None, steps=12, tag="", loss="cross_entropy"):
     probes = [Loss(schedule=Schedule(every=4)), Loss(Schedule(at=(0, steps)), split="test")]
-    return [Experiment(f"{tag}lr={lr:g}", System(arch, data, Task(loss),
+    return [Experiment({"tag": tag, "lr": lr}, System(arch, data, Task(loss),
                                             LearningRule(lr=lr, steps=steps, optimizer=optimizer, batch_size=batch_size,
                                                          dtype="float64")), probes) for lr in lrs]
 
@@ -32,20 +34,20 @@ def test_batched_runs_equal_sequential_engine_runs(arch, data, optimizer, batch_
     loss = "mse" if optimizer == "momentum" else "cross_entropy"  # MSE on labels: one-hot targets, accuracy by arg-max
     exps = _experiments(arch, data, lrs, optimizer, batch_size, loss=loss)
     store = lmech.Store(tmp_path / "s.db")
-    batched = lmech.run_experiments(exps, store)
+    batched = run_experiments(exps, store)
     assert all("train_stacked x3" == r.versions["executor"] for r in batched.values())
     for exp in exps:
-        _assert_same_records(batched[exp.label], lmech.train(exp.system, exp.probes))
-        assert store.load_run(batched[exp.label].run_id) is not None  # each model is its own stored run
+        _assert_same_records(batched[exp.key], lmech.train(exp.system, exp.probes))
+        assert store.load_run(batched[exp.key].run_id) is not None  # each model is its own stored run
     if optimizer == "momentum":
-        assert batched["lr=10000"].outcome == "diverged"
+        assert batched.one(lr=1e4).outcome == "diverged"
 
 
 def test_mixed_shapes_and_other_probes_run_alone():
     data = MNIST1D(n_train=64, n_test=0)
     exps = (_experiments(MLP(width=16), data, [1e-3, 1e-2], steps=2)
             + _experiments(MLP(width=24), data, [1e-3], steps=2, tag="wide "))
-    exps.append(Experiment("grad", exps[0].system, [lmech.GradNorm()]))
-    runs = lmech.run_experiments(exps)
-    assert runs["grad"].versions.get("executor") is None and runs[exps[2].label].versions.get("executor") is None
-    assert runs[exps[0].label].versions["executor"] == "train_stacked x2"
+    exps.append(Experiment({"tag": "grad", "lr": 0.0}, exps[0].system, [lmech.GradNorm()]))
+    runs = run_experiments(exps)
+    assert runs.one(tag="grad").versions.get("executor") is None and runs[exps[2].key].versions.get("executor") is None
+    assert runs[exps[0].key].versions["executor"] == "train_stacked x2"

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from .trainer import _batches
+from .loop import minibatches, run_steps
 from ..observables._params import LossFn
 from ..systems.networks import _ACTIVATIONS, Dense, DeepLinearNet, MLPNet
 from ..systems.task import half_mse
@@ -381,29 +381,33 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     slot = {s: t for t, s in enumerate(when)}
     diverged = np.full(count, -1)
     frozen: dict[int, dict[str, torch.Tensor]] = {}
-    next_batch = _batches(len(x), batch_size, seed)
+    next_batch = minibatches(len(x), batch_size, seed)
+
+    def measure(step: int) -> None:
+        t = slot.get(step)
+        if t is None:
+            return
+        for prefix, (xs, ys) in sets.items():
+            out = net.outputs(xs)
+            records[prefix + "loss"][t] = evaluate(out, ys).double().cpu().numpy()
+            if labels:
+                hits = out.argmax(dim=2) == (ys.argmax(dim=1) if ys.dim() > 1 else ys)
+                records[prefix + "accuracy"][t] = hits.flatten(1).double().mean(dim=1).cpu().numpy()
+
+    def compute(step: int) -> torch.Tensor:
+        idx = next_batch()
+        return net.loss_and_grad(x, y) if idx is None else net.loss_and_grad(x[idx], y[idx])
+
+    def diverge(step: int, bad: torch.Tensor) -> bool:
+        for i in torch.nonzero(bad).flatten().tolist():
+            if diverged[i] < 0:  # keep model i's parameters as they are now, then freeze its slot
+                diverged[i] = step
+                frozen[i] = {n: p[i].clone() for n, p in params.items()}
+                opt.stop(i)
+        return False  # the other models go on
+
     with torch.no_grad():
-        for step in range(steps + 1):
-            t = slot.get(step)
-            if t is not None:
-                for prefix, (xs, ys) in sets.items():
-                    out = net.outputs(xs)
-                    records[prefix + "loss"][t] = evaluate(out, ys).double().cpu().numpy()
-                    if labels:
-                        hits = out.argmax(dim=2) == (ys.argmax(dim=1) if ys.dim() > 1 else ys)
-                        records[prefix + "accuracy"][t] = hits.flatten(1).double().mean(dim=1).cpu().numpy()
-            if step == steps:
-                break
-            idx = next_batch()
-            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            losses = net.loss_and_grad(xb, yb)
-            if not bool(torch.isfinite(losses).all()):
-                for i in torch.nonzero(~torch.isfinite(losses)).flatten().tolist():
-                    if diverged[i] < 0:  # keep model i's parameters as they are now, then freeze its slot
-                        diverged[i] = step
-                        frozen[i] = {n: p[i].clone() for n, p in params.items()}
-                        opt.stop(i)
-            opt.step(step)
+        run_steps(steps, measure=measure, compute=compute, apply=opt.step, diverge=diverge)
         for i, model in enumerate(models):
             for n, p in model.named_parameters():
                 p.copy_(frozen[i][n] if i in frozen else params[n][i])

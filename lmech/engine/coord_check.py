@@ -18,10 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..store.result import RunResult
-from ..observables._params import LossFn
-from ..observables.coordinates import COORD_LAYERS, coordinate_sizes
 from ..hyper.parametrize import _VECTORS, parametrize
+from ..observables._params import LossFn
+from ..observables.coordinates import COORD_LAYERS
+from ..observables.probes import CoordinateSizes
+from ..observables.schedule import Schedule
+from ..observables.state import TrainState
+from ..observables.weights import snapshot
+from ..store.result import RunResult
+from .loop import build_optimizer
+from .trainer import train_model
 
 # Predicted width exponents of the update size mean |h_t - h_0| at a fixed step, by (scheme, optimizer) and layer role
 # (roles of lmech.parametrize; an embedding is an input layer on one-hot inputs, a query a hidden layer). muP keeps
@@ -111,24 +117,17 @@ def coord_check(build_model: Callable[[int], nn.Module], widths: list[int], x: t
         raise ValueError(f"widths={widths!r}: need at least two widths to fit exponents")
     widths = sorted(widths)
     base_width = base_width or widths[0]
-    out: CoordCheck | None = None
-    for wi, width in enumerate(widths):
+    probe = CoordinateSizes(Schedule(every=1), points=len(x))
+    runs, roles = [], {}
+    for width in widths:
+        seeds_runs = []
         for seed in seeds:
             model = build_model(width)
             p = parametrize(model, scheme, base_width=base_width, optimizer=optimizer, lr=lr, seed=seed)
-            opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(p.groups)
-            if out is None:
-                out = CoordCheck(scheme, optimizer, np.array(widths, float), module_roles(model, p.roles))
-            first: dict[str, torch.Tensor] = {}
-            for t in range(steps + 1):
-                opt.zero_grad()
-                with coordinate_sizes(model, first) as sizes:
-                    loss = loss_fn(model(x), y)
-                for name, (size, update) in sizes.items():
-                    out.activation.setdefault(name, np.zeros((len(widths), steps + 1)))[wi, t] += size / len(seeds)
-                    out.update.setdefault(name, np.zeros((len(widths), steps + 1)))[wi, t] += update / len(seeds)
-                if t < steps:
-                    loss.backward()
-                    opt.step()
-    out.roles = {name: role for name, role in out.roles.items() if name in out.activation}
-    return out
+            roles = roles or module_roles(model, p.roles)
+            state = TrainState(0, model, loss_fn, x, y, x[:0], y[:0], False, snapshot(model),
+                               build_optimizer(optimizer, p.groups, lr=lr))
+            seeds_runs.append(train_model(state, [probe], RunResult(f"coord-check w={width} seed={seed}", None, []),
+                                          steps))
+        runs.append(seeds_runs)
+    return CoordCheck.from_runs(runs, widths, roles, scheme=scheme, optimizer=optimizer)

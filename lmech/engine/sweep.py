@@ -14,7 +14,8 @@ import time
 from typing import Sequence
 
 from ..store.result import DIVERGED, RunResult
-from .trainer import _finite_outcome, initial_state, run_id, versions
+from .loop import finite_outcome
+from .trainer import initial_state, run_id, versions
 from ..observables.probes import Loss
 from .batched import train_stacked
 
@@ -70,7 +71,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
         if run.diverged_step[i] >= 0:
             result.outcome, result.diverged_step = DIVERGED, int(run.diverged_step[i])
         else:
-            result.outcome = _finite_outcome(result)
+            result.outcome = finite_outcome(result)
         result.wall_time = share
         results.append(result)
     return results

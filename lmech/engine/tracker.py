@@ -18,7 +18,8 @@ from ..store.sqlite import Store
 from ..systems._validate import positive_int
 from ..store.result import COMPLETED, DIVERGED, RunResult
 from ..observables.state import TrainState
-from .trainer import _record, versions
+from .loop import measure_probes, nonfinite
+from .trainer import versions
 
 _ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
 
@@ -81,8 +82,6 @@ class Tracker:
         self.measure_seconds = 0.0
         self._start = time.perf_counter()
         self._hook = optimizer.register_step_post_hook(lambda *_: self.step()) if autostep else None
-        for p in self.probes:
-            p.reset()
         self._measure()
 
     @property
@@ -112,11 +111,10 @@ class Tracker:
         n_records, n_arrays = len(self.result.records), len(self.result.arrays)
         value = full_loss(self.state.model, self.state.loss_fn, self.state.x_train, self.state.y_train)
         self.result.records.append((self.state.step, "loss/train", value))
-        if not math.isfinite(value):
+        if bool(nonfinite(value)):  # the engine's divergence rule, on the measurement batch
             self.result.outcome, self.result.diverged_step = DIVERGED, self.state.step
         else:
-            for probe in self.probes:
-                _record(self.result, self.state.step, probe.measure(self.state))
+            measure_probes(self.probes, self.state, self.result)
         self.measure_seconds += time.perf_counter() - start
         self.result.wall_time = time.perf_counter() - self._start
         self._flush(self.result.records[n_records:], self.result.arrays[n_arrays:], finished=not self.active)

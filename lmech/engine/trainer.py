@@ -1,7 +1,6 @@
 """The engine: train a system for its step budget, measuring probes on their schedules."""
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time
@@ -12,6 +11,7 @@ import torch
 
 from .._version import __version__
 from ..hyper.parametrize import parametrize
+from .loop import build_optimizer, finite_outcome, measure_probes, minibatches, run_steps
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
 from ..systems._validate import ConfigError
@@ -30,32 +30,6 @@ def run_id(system: System, probes: Sequence[Probe]) -> str:
 
 def versions() -> dict[str, str]:
     return {"lmech": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
-
-
-def _optimizer(system: System, params) -> torch.optim.Optimizer:
-    rule = system.rule
-    if rule.optimizer in ("gd", "sgd"):
-        return torch.optim.SGD(params, lr=rule.lr)
-    if rule.optimizer == "momentum":  # v = beta v + g; theta -= lr v
-        return torch.optim.SGD(params, lr=rule.lr, momentum=rule.momentum)
-    return torch.optim.Adam(params, lr=rule.lr, betas=rule.betas, eps=rule.eps)
-
-
-def _batches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Tensor | None]:
-    """Index batches without replacement, reshuffled each epoch; ``None`` means the full batch."""
-    if batch_size is None or batch_size >= n:
-        return lambda: None
-    gen = torch.Generator().manual_seed(seed + 7919)
-    queue: list[torch.Tensor] = []
-
-    def next_batch() -> torch.Tensor:
-        if not queue:
-            perm = torch.randperm(n, generator=gen)
-            queue.extend(perm[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size))
-            queue.reverse()
-        return queue.pop()
-
-    return next_batch
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -142,6 +116,12 @@ def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | 
                        readout_zero_init=getattr(arch, "readout_zero_init", False)).groups
 
 
+def optimizer_for(system: System, params) -> torch.optim.Optimizer:
+    """The torch optimizer of ``system``'s learning rule over ``params`` (parameters or parameter groups)."""
+    rule = system.rule
+    return build_optimizer(rule.optimizer, params, lr=rule.lr, momentum=rule.momentum, betas=rule.betas, eps=rule.eps)
+
+
 def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",
           progress: Callable[[int, int], None] | None = None) -> RunResult:
     """Train ``system`` for ``system.rule.steps`` updates and measure ``probes`` on their schedules.
@@ -153,53 +133,46 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     rule = system.rule
     start = time.perf_counter()
     state = initial_state(system, device)
-    model = state.model
-    optimizer = state.optimizer = _optimizer(system, state.param_groups or model.parameters())
-    for p in probes:
-        p.reset()
-    when = [p.schedule.steps(rule.steps) for p in probes]
-    next_batch = _batches(len(state.x_train), rule.batch_size, rule.seed)
+    state.optimizer = optimizer_for(system, state.param_groups or state.model.parameters())
     result = RunResult(run_id(system, probes), system, [p.to_dict() for p in probes], versions=versions())
-    report_every = max(rule.steps // 100, 1)
-    for step in range(rule.steps + 1):
-        state.step = step
-        for probe, steps in zip(probes, when):
-            if step in steps:
-                _record(result, step, probe.measure(state))
-        if step == rule.steps:
-            break
-        idx = next_batch()
-        x, y = (state.x_train, state.y_train) if idx is None else (state.x_train[idx], state.y_train[idx])
-        optimizer.zero_grad(set_to_none=True)
-        batch_loss = state.loss_fn(model(x), y)
-        if not math.isfinite(float(batch_loss.detach())):
-            result.outcome, result.diverged_step = DIVERGED, step
-            break
-        batch_loss.backward()
-        optimizer.step()
-        if progress is not None and step % report_every == 0:
-            progress(step, rule.steps)
-    if result.outcome == COMPLETED:
-        result.outcome = _finite_outcome(result)
+    train_model(state, probes, result, rule.steps, minibatches(len(state.x_train), rule.batch_size, rule.seed),
+                progress=progress)
     result.wall_time = time.perf_counter() - start
     return result
 
 
-def _record(result: RunResult, step: int, values: dict) -> None:
-    """Scalars go to ``records``; arrays and tensors (kernels, outputs) to ``arrays`` as float64 numpy."""
-    for name, value in values.items():
-        if isinstance(value, (np.ndarray, torch.Tensor)) and np.ndim(value) > 0:
-            array = value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, float)
-            result.arrays.append((step, name, array))
-        else:
-            result.records.append((step, name, float(value)))
+def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, steps: int,
+                next_batch: Callable[[], torch.Tensor | None] = lambda: None, *,
+                progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """The single-model loop (:func:`~lmech.engine.loop.run_steps`) on a prepared ``state`` (model, data, optimizer):
+    probes measured on their schedules into ``result``, then minibatch loss, divergence rule and optimizer step."""
+    model, optimizer = state.model, state.optimizer
+    when = [(p, p.schedule.steps(steps)) for p in probes]
+    report_every = max(steps // 100, 1)
 
+    def measure(step: int) -> None:
+        state.step = step
+        measure_probes([p for p, due in when if step in due], state, result)
 
-def _finite_outcome(result: RunResult) -> str:
-    """A run whose measured loss went non-finite at the last step also counts as diverged."""
-    for step, name, value in result.records:
-        if name.startswith("loss/") and not math.isfinite(value):
-            result.diverged_step = step
-            return DIVERGED
-    return COMPLETED
+    def compute(step: int) -> torch.Tensor:
+        idx = next_batch()
+        x, y = (state.x_train, state.y_train) if idx is None else (state.x_train[idx], state.y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss = state.loss_fn(model(x), y)
+        if bool(torch.isfinite(loss.detach())):
+            loss.backward()
+        return loss
 
+    def apply(step: int) -> None:
+        optimizer.step()
+        if progress is not None and step % report_every == 0:
+            progress(step, steps)
+
+    def diverge(step: int, bad: torch.Tensor) -> bool:
+        result.outcome, result.diverged_step = DIVERGED, step
+        return True
+
+    run_steps(steps, measure=measure, compute=compute, apply=apply, diverge=diverge)
+    if result.outcome == COMPLETED:
+        result.outcome = finite_outcome(result)
+    return result

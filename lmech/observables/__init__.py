@@ -9,7 +9,7 @@ from .linear_net import end_to_end_map, end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_costs, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .noise import NoiseScaleEstimate, gradient_noise_scale, per_example_grads
-from .probes import (PROBES, Conservation, CoordinateSizes, FeatureAnsatz, GradNorm, HessianDensity, HessianTrace,
+from .probes import (Conservation, CoordinateSizes, FeatureAnsatz, GradNorm, HessianDensity, HessianTrace,
                      Kernels, Loss, NoiseScale, Outputs, Parameters, Probe,
                      RepresentationChange, Sharpness, SingularValues, WeightChange, probe_from_dict)
 from .coordinates import coordinate_sizes
@@ -22,7 +22,7 @@ __all__ = [
     "EigenResult", "agop", "matrix_correlation", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "psd_power",
     "readout_kernel", "representation_change", "balancedness", "linear_layers", "neuron_balance", "relative_drift",
     "HessianOperator", "hvp", "end_to_end_map", "end_to_end_singular_values", "accuracy", "gradient_norm", "loss",
-    "PROBES", "Conservation", "GradNorm", "Loss", "Probe", "Outputs", "Kernels", "Parameters",
+    "Conservation", "GradNorm", "Loss", "Probe", "Outputs", "Kernels", "Parameters",
     "RepresentationChange", "FeatureAnsatz",
     "Sharpness", "SingularValues", "WeightChange", "probe_from_dict", "empirical_ntk", "kernel_distance",
     "kernel_target_alignment", "ntk_costs", "ntk_eigenvalues", "SharpnessTracker", "sharpness", "snapshot", "weight_change",

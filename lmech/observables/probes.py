@@ -1,14 +1,18 @@
 """Observables as engine probes: serializable, scheduled measurements that return named scalars.
 
-Each probe wraps a public observable function; the engine calls it on a :class:`TrainState`.
-Metric names are ``/``-namespaced (``loss/train``, ``sharpness/0``) as in W&B and TensorBoard.
+Each probe wraps a public observable function; the engine calls it on a :class:`TrainState`. A probe is immutable
+configuration (a frozen dataclass: what to measure and when); what it carries from one measurement to the next in a
+run (a warm start, the first measurement to compare with) lives in that run's state (:meth:`TrainState.memo`), so
+one probe object can serve many runs and there is nothing to reset. Defining a subclass registers it under its
+``name`` (what :meth:`Probe.to_dict` writes and :func:`probe_from_dict` reads). Metric names are ``/``-namespaced
+(``loss/train``, ``sharpness/0``) as in W&B and TensorBoard, and each starts with one of the probe's
+``families``; no two probes share a family, so a metric name says which probe wrote it.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
-
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,44 +29,56 @@ from .noise import gradient_noise_scale
 from .density import hessian_density
 from .trace import hessian_trace
 from .sharpness import SharpnessTracker
+from .state import TrainState
 from .weights import weight_change
-
-if TYPE_CHECKING:
-    from .state import TrainState
 
 EVERY_STEP = Schedule(every=1)
 
 
-@dataclass
+_REGISTRY: dict[str, type["Probe"]] = {}
+
+
+@dataclass(frozen=True)
 class Probe:
-    """Base class: ``schedule`` says when, :meth:`measure` says what. Subclasses set ``name``."""
+    """Base class: ``schedule`` says when, :meth:`measure` says what. Subclasses set ``name`` (registered when the
+    class is defined) and ``families`` (the first component of every metric name they write)."""
 
     schedule: Schedule = field(default=EVERY_STEP)
     name: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...]] = ()
 
-    def measure(self, state: "TrainState") -> dict[str, float | np.ndarray | torch.Tensor]:
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.name or not cls.families:
+            raise TypeError(f"probe class {cls.__name__} must set name and families")
+        taken = {f: other for other in _REGISTRY.values() if other.__qualname__ != cls.__qualname__
+                 for f in other.families}
+        clash = [f"{f!r} ({taken[f].__name__})" for f in cls.families if f in taken]
+        if clash or (cls.name in _REGISTRY and _REGISTRY[cls.name].__qualname__ != cls.__qualname__):
+            raise TypeError(f"probe class {cls.__name__}: name {cls.name!r} or families {clash} already registered")
+        _REGISTRY[cls.name] = cls
+
+    def measure(self, state: TrainState) -> dict[str, float | np.ndarray | torch.Tensor]:
         """Named scalars (tidy metrics) and/or arrays (kernels, outputs: stored as array records)."""
         raise NotImplementedError
-
-    def reset(self) -> None:
-        """Forget state carried between measurements (warm starts, reference values)."""
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "schedule"}
         return {"name": self.name, **d, "schedule": self.schedule.to_dict()}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Loss(Probe):
     """``loss/<split>`` and, for labelled data, ``accuracy/<split>``."""
 
     split: str = "train"
     name: ClassVar[str] = "loss"
+    families: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
 
     def __post_init__(self) -> None:
         one_of("probe.split", self.split, ("train", "test"))
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         x, y = (state.x_train, state.y_train) if self.split == "train" else (state.x_test, state.y_test)
         if len(x) == 0:
             return {}
@@ -72,38 +88,41 @@ class Loss(Probe):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class GradNorm(Probe):
     """``grad_norm``: full-batch gradient norm on the training set."""
 
     name: ClassVar[str] = "grad_norm"
+    families: ClassVar[tuple[str, ...]] = ("grad_norm",)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         return {"grad_norm": gradient_norm(state.model, state.loss_fn, state.x_train, state.y_train)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class WeightChange(Probe):
     """``weights/distance``, ``weights/relative`` and ``weights/relative/<param>`` against the init."""
 
     name: ClassVar[str] = "weights"
+    families: ClassVar[tuple[str, ...]] = ("weights",)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         return {f"weights/{k}": v for k, v in weight_change(state.model, state.init).items()}
 
 
-@dataclass
+@dataclass(frozen=True)
 class SingularValues(Probe):
     """``sv/<i>``: singular values of a linear network's end-to-end map, descending."""
 
     name: ClassVar[str] = "sv"
+    families: ClassVar[tuple[str, ...]] = ("sv",)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         svs = end_to_end_singular_values(state.model, state.x_train.shape[1])
         return {f"sv/{i}": float(s) for i, s in enumerate(svs)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Conservation(Probe):
     """``<kind>/drift``: relative drift of a conserved quantity since the first measurement.
 
@@ -113,25 +132,21 @@ class Conservation(Probe):
 
     kind: str = "balancedness"
     name: ClassVar[str] = "conservation"
-    _initial: list = field(default_factory=list, init=False, repr=False)
+    families: ClassVar[tuple[str, ...]] = ("balancedness", "neuron_balance")
 
     def __post_init__(self) -> None:
         one_of("probe.kind", self.kind, ("balancedness", "neuron_balance"))
 
-    def reset(self) -> None:
-        self._initial = []
-
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         current = (balancedness if self.kind == "balancedness" else neuron_balance)(state.model)
-        if not self._initial:
-            self._initial = [c.clone() for c in current]
-        out = {f"{self.kind}/drift": relative_drift(current, self._initial)}
-        for i, (c, c0) in enumerate(zip(current, self._initial)):
+        initial = state.memo(self).setdefault("initial", [c.clone() for c in current])
+        out = {f"{self.kind}/drift": relative_drift(current, initial)}
+        for i, (c, c0) in enumerate(zip(current, initial)):
             out[f"{self.kind}/drift/{i}"] = relative_drift([c], [c0])
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Sharpness(Probe):
     """``sharpness/<i>`` (top-k Hessian eigenvalues of the training loss on the first ``subset``
     training examples, all if ``None``), with ``sharpness/matvecs`` and ``sharpness/residual``
@@ -146,7 +161,7 @@ class Sharpness(Probe):
     subset: int | None = None
     preconditioned: bool = False
     name: ClassVar[str] = "sharpness"
-    _tracker: SharpnessTracker | None = field(default=None, init=False, repr=False)
+    families: ClassVar[tuple[str, ...]] = ("sharpness", "preconditioned_sharpness")
 
     def __post_init__(self) -> None:
         positive_int("probe.k", self.k)
@@ -154,17 +169,16 @@ class Sharpness(Probe):
         positive_int("probe.max_matvecs", self.max_matvecs)
         if self.subset is not None:
             positive_int("probe.subset", self.subset)
-        self.reset()
 
-    def reset(self) -> None:
-        self._tracker = SharpnessTracker(self.k, tol=self.tol, max_matvecs=self.max_matvecs)
-
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         n = self.subset  # None: every training example
         optimizer = state.optimizer if self.preconditioned else None
         if self.preconditioned and (optimizer is None or not optimizer.state):
             return {}
-        res = self._tracker(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], optimizer)
+        memo = state.memo(self)
+        if "tracker" not in memo:  # warm-started from this run's previous measurement
+            memo["tracker"] = SharpnessTracker(self.k, tol=self.tol, max_matvecs=self.max_matvecs)
+        res = memo["tracker"](state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], optimizer)
         prefix = "preconditioned_sharpness" if self.preconditioned else "sharpness"
         out = {f"{prefix}/{i}": float(v) for i, v in enumerate(res.values)}
         out[f"{prefix}/matvecs"] = float(res.matvecs)
@@ -172,20 +186,21 @@ class Sharpness(Probe):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outputs(Probe):
     """Arrays ``output/train`` and ``output/test``: the network's outputs on the first ``points``
     inputs of each split (all if ``None``), for comparing a run with a predicted function."""
 
     points: int | None = None
     name: ClassVar[str] = "outputs"
+    families: ClassVar[tuple[str, ...]] = ("output",)
 
     def __post_init__(self) -> None:
         if self.points is not None:
             positive_int("probe.points", self.points)
 
     @torch.no_grad()
-    def measure(self, state: "TrainState") -> dict[str, np.ndarray]:
+    def measure(self, state: TrainState) -> dict[str, np.ndarray]:
         out = {}
         for split, x in (("train", state.x_train), ("test", state.x_test)):
             if len(x):
@@ -193,7 +208,7 @@ class Outputs(Probe):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Kernels(Probe):
     """Arrays ``kernels/ntk`` (empirical NTK, traced over outputs: :func:`empirical_ntk`) and
     ``kernels/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
@@ -202,36 +217,33 @@ class Kernels(Probe):
 
     points: int = 64
     name: ClassVar[str] = "kernels"
-    _initial: list = field(default_factory=list, init=False, repr=False)
+    families: ClassVar[tuple[str, ...]] = ("kernels",)
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points)
 
-    def reset(self) -> None:
-        self._initial = []
-
-    def measure(self, state: "TrainState") -> dict:
+    def measure(self, state: TrainState) -> dict:
         x, y = state.x_train[:self.points], state.y_train[:self.points]
         ntk = empirical_ntk(state.model, x, trace_outputs=True)
-        if not self._initial:
-            self._initial = [ntk]
+        initial = state.memo(self).setdefault("initial", ntk)
         return {"kernels/ntk": ntk, "kernels/readout": readout_kernel(state.model, x),
                 "kernels/ntk_eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "kernels/alignment": kernel_target_alignment(ntk, y),
-                "kernels/distance": kernel_distance(self._initial[0], ntk)}
+                "kernels/distance": kernel_distance(initial, ntk)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Parameters(Probe):
     """Arrays ``param/<name>``: copies of the named parameter tensors (all if ``names`` is empty),
     e.g. to look at neuron directions after training."""
 
     names: tuple[str, ...] = ()
     name: ClassVar[str] = "parameters"
+    families: ClassVar[tuple[str, ...]] = ("param",)
 
     def __post_init__(self) -> None:
-        self.names = tuple(self.names)
+        object.__setattr__(self, "names", tuple(self.names))
 
-    def measure(self, state: "TrainState") -> dict[str, torch.Tensor]:
+    def measure(self, state: TrainState) -> dict[str, torch.Tensor]:
         params = dict(state.model.named_parameters())
         missing = set(self.names) - set(params)
         if missing:
@@ -239,23 +251,24 @@ class Parameters(Probe):
         return {f"param/{n}": params[n].detach().clone() for n in (self.names or params)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class RepresentationChange(Probe):
     """``representation/<i>``: relative change ``||h_t - h_0|| / ||h_0||`` of each hidden representation on the
     first ``points`` training inputs (:func:`representation_change`): feature learning, ~0 in the lazy regime."""
 
     points: int | None = None
     name: ClassVar[str] = "representation"
+    families: ClassVar[tuple[str, ...]] = ("representation",)
 
     def __post_init__(self) -> None:
         if self.points is not None:
             positive_int("probe.points", self.points)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         return representation_change(state.model, state.init, state.x_train[:self.points])
 
 
-@dataclass
+@dataclass(frozen=True)
 class FeatureAnsatz(Probe):
     """``nfa/<layer>/s=0.5``, ``nfa/<layer>/s=1``: Neural Feature Ansatz correlations of layer ``layer``
     (an index into ``model.layers``) between its init-removed weight Gram and the AGOP to the power s,
@@ -265,13 +278,14 @@ class FeatureAnsatz(Probe):
     layer: int = 0
     points: int | None = None
     name: ClassVar[str] = "nfa"
+    families: ClassVar[tuple[str, ...]] = ("nfa", "agop")
 
     def __post_init__(self) -> None:
         positive_int("probe.layer", self.layer, minimum=0)
         if self.points is not None:
             positive_int("probe.points", self.points)
 
-    def measure(self, state: "TrainState") -> dict:
+    def measure(self, state: TrainState) -> dict:
         layer = state.model.layers[self.layer]
         x = state.x_train[:self.points]
         gram = agop(state.model, x, layer)
@@ -279,7 +293,7 @@ class FeatureAnsatz(Probe):
         return {f"agop/{self.layer}": gram, **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoiseScale(Probe):
     """``noise_scale/b_simple``, ``noise_scale/b_simple_stderr``, ``noise_scale/b_noise``, ``noise_scale/trace_sigma``, ``noise_scale/grad_sq``,
     ``noise_scale/trace_h_sigma``, ``noise_scale/g_h_g``, ``noise_scale/matvecs``: :func:`gradient_noise_scale` on the first ``points``
@@ -289,6 +303,7 @@ class NoiseScale(Probe):
     hessian_samples: int = 32
     chunk_size: int = 64
     name: ClassVar[str] = "noise_scale"
+    families: ClassVar[tuple[str, ...]] = ("noise_scale",)
 
     def __post_init__(self) -> None:
         if self.points is not None:
@@ -296,7 +311,7 @@ class NoiseScale(Probe):
         positive_int("probe.hessian_samples", self.hessian_samples, minimum=0)
         positive_int("probe.chunk_size", self.chunk_size)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         x, y = state.x_train[:self.points], state.y_train[:self.points]
         est = gradient_noise_scale(state.model, state.loss_fn, x, y, hessian=self.hessian_samples > 0,
                                    hessian_samples=max(self.hessian_samples, 2), chunk_size=self.chunk_size)
@@ -308,7 +323,7 @@ class NoiseScale(Probe):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class HessianTrace(Probe):
     """``hessian/trace``, ``hessian/trace_stderr`` and ``hessian/trace_matvecs``: :func:`hessian_trace` (Hutch++ with
     ``matvecs`` products) of the training loss on the first ``subset`` training examples (all if ``None``)."""
@@ -316,19 +331,20 @@ class HessianTrace(Probe):
     matvecs: int = 60
     subset: int | None = None
     name: ClassVar[str] = "hessian_trace"
+    families: ClassVar[tuple[str, ...]] = ("hessian",)
 
     def __post_init__(self) -> None:
         positive_int("probe.matvecs", self.matvecs, minimum=3)
         if self.subset is not None:
             positive_int("probe.subset", self.subset)
 
-    def measure(self, state: "TrainState") -> dict[str, float]:
+    def measure(self, state: TrainState) -> dict[str, float]:
         n = self.subset  # None: every training example
         est = hessian_trace(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], matvecs=self.matvecs)
         return {"hessian/trace": est.value, "hessian/trace_stderr": est.stderr, "hessian/trace_matvecs": est.matvecs}
 
 
-@dataclass
+@dataclass(frozen=True)
 class HessianDensity(Probe):
     """Arrays ``density/nodes`` and ``density/weights`` (``probes x steps``; a probe whose Krylov space closed early
     is padded with weight 0): the quadrature rules of :func:`hessian_density` on the first ``subset`` training
@@ -338,6 +354,7 @@ class HessianDensity(Probe):
     steps: int = 40
     subset: int | None = None
     name: ClassVar[str] = "hessian_density"
+    families: ClassVar[tuple[str, ...]] = ("density",)
 
     def __post_init__(self) -> None:
         positive_int("probe.probes", self.probes)
@@ -345,7 +362,7 @@ class HessianDensity(Probe):
         if self.subset is not None:
             positive_int("probe.subset", self.subset)
 
-    def measure(self, state: "TrainState") -> dict:
+    def measure(self, state: TrainState) -> dict:
         n = self.subset  # None: every training example
         sd = hessian_density(state.model, state.loss_fn, state.x_train[:n], state.y_train[:n], probes=self.probes,
                              steps=self.steps, seed=state.step)
@@ -355,41 +372,38 @@ class HessianDensity(Probe):
         return {"density/nodes": nodes, "density/weights": weights, "density/matvecs": float(sd.matvecs)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class CoordinateSizes(Probe):
     """``coords/<module>/size`` = mean ``|h_t|`` and ``coords/<module>/update`` = mean ``|h_t - h_0|`` of the output
     ``h_t`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module on the first
-    ``points`` training inputs (token ids work too), ``h_0`` from the first measurement after :meth:`reset` (the init
+    ``points`` training inputs (token ids work too), ``h_0`` from the run's first measurement (the init
     when scheduled at step 0): the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
     :meth:`lmech.CoordCheck.from_runs`."""
 
     points: int = 256
     name: ClassVar[str] = "coords"
-    _first: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    families: ClassVar[tuple[str, ...]] = ("coords",)
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points)
 
-    def reset(self) -> None:
-        self._first = {}
-
     @torch.no_grad()
-    def measure(self, state: "TrainState") -> dict[str, float]:
-        with coordinate_sizes(state.model, self._first) as sizes:
+    def measure(self, state: TrainState) -> dict[str, float]:
+        with coordinate_sizes(state.model, state.memo(self).setdefault("first", {})) as sizes:
             state.model(state.x_train[:self.points])
         return {f"coords/{n}/{kind}": v for n, pair in sizes.items() for kind, v in zip(("size", "update"), pair)}
 
 
-PROBES = {cls.name: cls for cls in (Loss, GradNorm, WeightChange, SingularValues, Conservation, Sharpness, Outputs,
-                                    Kernels, Parameters, RepresentationChange, FeatureAnsatz, NoiseScale,
-                                    HessianTrace, HessianDensity, CoordinateSizes)}
+def probe_types() -> dict[str, type[Probe]]:
+    """Every registered probe class by name (the built-in ones and any subclass defined since)."""
+    return dict(_REGISTRY)
 
 
 def probe_from_dict(d: dict) -> Probe:
     """Rebuild a probe from :meth:`Probe.to_dict` output."""
     d = dict(d)
-    one_of("probe.name", d.get("name"), PROBES)
-    cls = PROBES[d.pop("name")]
+    one_of("probe.name", d.get("name"), _REGISTRY)
+    cls = _REGISTRY[d.pop("name")]
     schedule = Schedule(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("schedule", {"every": 1}).items()})
     allowed = {f.name for f in dataclasses.fields(cls) if f.init}
     if set(d) - allowed:

@@ -1,7 +1,8 @@
 """What an observable sees at a measurement step."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from ._params import LossFn
 class TrainState:
     """The model at ``step`` with its training data (targets as the loss consumes them) and init snapshot;
     ``param_groups`` are the optimizer groups (per-layer learning rates) when the model was parametrized
-    (:func:`lmech.parametrize`), else ``None``."""
+    (:func:`lmech.parametrize`), else ``None``; ``memory`` holds the probes' per-run state (:meth:`memo`)."""
 
     step: int
     model: nn.Module
@@ -26,3 +27,9 @@ class TrainState:
     init: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer | None = None
     param_groups: list[dict] | None = None
+    memory: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    def memo(self, probe: object) -> dict[str, Any]:
+        """What ``probe`` keeps between its measurements in this run (a warm start, its first measurement): probes are
+        immutable configuration, so their per-run state lives here and a new run starts empty."""
+        return self.memory.setdefault(id(probe), {})
