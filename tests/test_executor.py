@@ -157,3 +157,38 @@ def test_bad_executor_settings_are_one_line_errors(args, message):
 def test_default_executor_follows_the_worker_count():
     assert isinstance(make_executor(None, 1), InProcess)
     assert isinstance(make_executor(None, 2), LocalPool) and make_executor(None, 2).threads == max(os.cpu_count() // 2, 1)
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
+    """A sweep killed with SIGKILL mid-way: the runs it finished are intact in the store and a rerun reuses them."""
+    import json
+    import subprocess
+    import sys
+    import time as clock
+
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"base": _system(0.05, width=64, steps=300).to_dict(),
+                                "axes": {"rule.lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]},
+                                "probes": [{"name": "grad_norm", "schedule": {"every": 50}}]}))  # not batchable
+    cmd = [sys.executable, "-m", "lmech", "sweep", str(grid), "--out", str(tmp_path), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "lmech.db"
+    deadline = clock.time() + 240
+    stored = []
+    while clock.time() < deadline and len(stored) < 2 and proc.poll() is None:
+        clock.sleep(0.2)
+        if db.exists():
+            with Store(db) as store:
+                stored = [r for r in store.runs() if r["status"] == "finished"]
+    proc.kill()
+    proc.wait()
+    assert 2 <= len(stored) < 6, "the sweep finished before it could be killed; make its runs longer"
+    with Store(db) as store:
+        kept = [r["run_id"] for r in store.runs() if r["status"] == "finished"]
+        assert all(store.load_run(rid).series("grad_norm")[1].size == 7 for rid in kept)  # steps 0, 50, ..., 300
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    with Store(db) as store:
+        assert len([r for r in store.runs() if r["status"] == "finished"]) == 6
+        assert set(kept) <= {r["run_id"] for r in store.runs()}

@@ -143,7 +143,7 @@ class LocalPool(Executor):
             raise ValueError(f"workers={workers!r} must be a positive integer (e.g. --workers 2)")
         self.workers = workers
         self.threads = max((cores or os.cpu_count() or 1) // workers, 1)
-        self.processes: list[int] = []  # pids of the current pool's workers (tests kill one)
+        self._live: ProcessPoolExecutor | None = None  # kept between runs (workers start once), see close()
 
     def describe(self) -> str:
         return f"pool({self.workers} workers x {self.threads} threads)"
@@ -152,9 +152,20 @@ class LocalPool(Executor):
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(self.threads,))
 
+    def _current(self) -> ProcessPoolExecutor:
+        if self._live is None:
+            self._live = self._pool()
+        return self._live
+
+    def close(self) -> None:
+        """Stop the worker processes (a later :meth:`run` starts new ones)."""
+        if self._live is not None:
+            self._live.shutdown(wait=False, cancel_futures=True)
+            self._live = None
+
     def run(self, tasks, done, *, device="cpu", progress=None):
         queue = list(tasks)
-        pool = self._pool()
+        pool = self._current()
         running: dict[Future, Task] = {}
         try:
             while queue or running:
@@ -169,7 +180,6 @@ class LocalPool(Executor):
                         break
                     task.attempts += 1
                     running[future] = task
-                self.processes = list(getattr(pool, "_processes", {}) or {})
                 if not broken:
                     finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for future in finished:
@@ -187,10 +197,11 @@ class LocalPool(Executor):
                     for task in running.values():
                         self._retry(task, queue, done)
                     running.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self._pool()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+                    self.close()
+                    pool = self._current()
+        except BaseException:  # interrupted: stop the workers, keep what the driver already stored
+            self.close()
+            raise
 
     @staticmethod
     def _retry(task: Task, queue: list[Task], done: Done) -> None:
