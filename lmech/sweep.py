@@ -34,8 +34,7 @@ def sweep_experiments(base: System | Mapping[str, Any], axes: Mapping[str, Seque
                       probes: Sequence[Probe | Mapping[str, Any]] | None = None) -> list[Experiment]:
     """The grid's experiments: ``base`` with every combination of ``axes`` values substituted (each point validated as
     a :class:`System`); ``probes`` default to training and test loss at about 100 steps."""
-    config = base.to_dict() if isinstance(base, System) else dict(base)
-    System.from_dict(config)  # the base itself must be valid
+    config = (base if isinstance(base, System) else System.from_dict(dict(base))).to_dict()  # complete and valid
     if not isinstance(axes, Mapping) or not axes:
         raise ConfigError("sweep axes must be a non-empty mapping such as {'rule.lr': [0.05, 0.1]}")
     for name, values in axes.items():
@@ -43,6 +42,9 @@ def sweep_experiments(base: System | Mapping[str, Any], axes: Mapping[str, Seque
         if section not in SECTIONS or not field or "." in field:
             raise ConfigError(f"sweep axis {name!r} must be section.field with section one of {', '.join(SECTIONS)} "
                               "(e.g. 'rule.lr', 'architecture.width')")
+        if field not in config[section]:
+            fields = sorted(k for k in config[section] if k != "kind")
+            raise ConfigError(f"sweep axis {name!r}: {section} has no field {field!r}; its fields: {', '.join(fields)}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
             raise ConfigError(f"sweep axis {name!r} needs a non-empty list of values, got {values!r}")
     out = []

@@ -1,15 +1,22 @@
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 from lmech.cli import main
 from lmech.observables.schedule import Schedule
-from lmech.laws import FAIL, LAWS, Check, Experiment, Law, Panel, Series, Verdict
+from lmech.laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict
 from lmech.observables.probes import Loss
 from lmech.report import render_report
+from lmech.store import Store
 from lmech.systems import MLP, Digits, LearningRule, System, Task
+
+
+@dataclass(frozen=True)
+class _Steps:
+    steps: int
 
 
 class _AlwaysFails(Law):
@@ -20,17 +27,19 @@ class _AlwaysFails(Law):
     citation = "none"
     regime = "any"
     tolerance_note = "none"
+    settings = {"quick": _Steps(3), "full": _Steps(5)}
 
-    def experiments(self, scale):
-        system = System(MLP(width=4), Digits(n_train=20, n_test=0), Task("mse"), LearningRule(lr=0.1, steps=3))
-        return [Experiment("tiny", system, [Loss(Schedule(every=1))])]
+    def design(self, s):
+        system = System(MLP(width=4), Digits(n_train=20, n_test=0), Task("mse"), LearningRule(lr=0.1, steps=s.steps))
+        return [Experiment({"run": "tiny"}, system, [Loss(Schedule(every=1))])]
 
-    def evaluate(self, runs, scale):
-        loss = runs["tiny"].last("loss/train")
-        checks = [Check("final loss below zero", loss, "< 0", loss < 0)]
-        panel = Panel("loss", "step", "loss", [Series.of("measured", *runs["tiny"].series("loss/train"))])
-        return self.verdict(scale, runs, status=FAIL, metric="loss", error=loss, tolerance=0.0,
-                            summary="<b>never</b> passes", checks=checks, panels=[panel])
+    def judge(self, runs, s):
+        run = runs.one(run="tiny")
+        loss = run.last("loss/train")
+        checks = [Check("final loss below zero", loss, "< 0", loss < 0, headline=True)]
+        panel = Panel("loss", "step", "loss", [Series.of("measured", *run.series("loss/train"))])
+        return self.verdict(runs, metric="loss", error=loss, tolerance=0.0, summary="<b>never</b> passes",
+                            checks=checks, panels=[panel])
 
 
 @pytest.fixture
@@ -88,3 +97,52 @@ def test_verdict_round_trip_through_json():
     back = Verdict.from_dict(json.loads(json.dumps(v.to_dict())))
     assert back == v
     assert "<h2>x: t" in render_report([back])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "nonsense"], "--device 'nonsense' is not a torch device"),
+    (["--device", "cuda"], "--device cuda: this torch"),
+    (["--workers", "0"], "--workers 0"),
+    (["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster reachable"),
+])
+def test_bad_device_and_executor_flags_are_one_line_exit_2(tmp_path, args, message):
+    r = _lmech("check", "dln-saxe-modes", "--out", str(tmp_path), *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_ray_missing_says_how_to_install(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__",
+                        lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name)) if name == "ray" else real(name, *a, **k))
+    from lmech.engine.executor import make_executor
+
+    with pytest.raises(ValueError, match=r"pip install 'lmech\[ray\]'"):
+        make_executor("ray", 2)
+
+
+def test_runs_into_a_closed_pipe_has_no_traceback(tmp_path):
+    cfg = tmp_path / "sys.json"
+    cfg.write_text(json.dumps(System(MLP(width=4), Digits(n_train=20, n_test=0), Task("mse"),
+                                     LearningRule(lr=0.1, steps=2)).to_dict()))
+    assert main(["run", str(cfg), "--out", str(tmp_path)]) == 0
+    r = subprocess.run(f"{sys.executable} -m lmech runs --out {tmp_path} | head -c 10", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_sweep_command_trains_the_grid_and_prints_a_table(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    base = System(MLP(width=8), Digits(n_train=40, n_test=20), Task("mse"), LearningRule(lr=0.1, steps=10)).to_dict()
+    grid.write_text(json.dumps({"base": base, "axes": {"rule.lr": [0.05, 0.1], "architecture.width": [8, 16]}}))
+    assert main(["sweep", str(grid), "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["rule.lr", "architecture.width", "outcome"]
+    assert len(table.splitlines()) == 5 and "loss/test" in table
+    with Store(tmp_path / "lmech.db") as store:
+        assert len(store.runs()) == 4
+    grid.write_text(json.dumps({"base": base, "axes": {"rule.lrr": [0.1]}}))
+    assert main(["sweep", str(grid), "--out", str(tmp_path)]) == 2
+    assert "rule.lrr" in capsys.readouterr().err
