@@ -8,7 +8,7 @@ PIP_TORCH_ARGS ?=
 OUT ?= lmech-out
 BIN := $(VENV)/bin
 
-.PHONY: atlas test install install-test bench clean
+.PHONY: atlas test test-slow install install-test install-ray bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +25,22 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test]"
 	touch $@
 
+$(VENV)/.installed-ray: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test,ray]"
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-ray: $(VENV)/.installed-ray
 
 atlas: install  # exit status 1 means a law did not pass: a result, reported in the table and report.html
 	$(BIN)/lmech check --all --quick --out $(OUT) || [ $$? -eq 1 ]
 
-test: install-test
+test: install-test  # the default suite (under 5 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
+
+test-slow: install-ray  # marked slow: Ray on a real local cluster, kill -9 of a driver (CI runs it after `make test`)
+	$(BIN)/python -m pytest -q -m slow
 
 bench: install
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"
@@ -43,6 +51,8 @@ bench: install
 	$(BIN)/python bench/bench_batched.py
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_atlas.py
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[ray]"
+	$(BIN)/python bench/bench_executor.py --atlas
 
 clean:
 	rm -rf $(VENV) $(OUT) *.egg-info
