@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from _benchutil import OUT, _busy_seconds, machine_facts, wait_quiet
-from lmech.engine.trainer import _batches
+from lmech.engine.loop import minibatches
 from lmech.engine import train_stacked
 from lmech.systems import MNIST1D
 from lmech.systems.task import half_mse
@@ -47,7 +47,7 @@ def sequential(models, x, y, lrs, steps) -> np.ndarray:
     losses = []
     for model, lr in zip(models, lrs):
         opt = torch.optim.SGD(model.parameters(), lr=lr)
-        next_batch = _batches(len(x), BATCH, 0)
+        next_batch = minibatches(len(x), BATCH, 0)
         for _ in range(steps):
             idx = next_batch()
             opt.zero_grad(set_to_none=True)
