@@ -55,7 +55,7 @@ def loop(x, y, steps: int, tol: float | None, subset: int = BATCH) -> dict:
     tracker = None
     if tol is not None:
         tracker = lmech.Tracker(model, half_mse, x[:BATCH], y[:BATCH], optimizer=opt, every=EVERY,
-                                probes=[lmech.Sharpness(tol=tol, subset=subset)])
+                                probes=[lmech.probes.Sharpness(tol=tol, subset=subset)])
     for _ in range(steps):
         idx = torch.randint(0, len(x), (BATCH,), generator=gen)
         opt.zero_grad(set_to_none=True)

@@ -1,23 +1,26 @@
 """lmech: learning mechanics you can run.
 
-First-principles predictions, measurements on real PyTorch training runs, and verdicts.
+First-principles predictions, measurements on real PyTorch training runs, and verdicts. The package root holds what
+a user calls: the system configs, ``train``, ``check``, ``sweep``, the executors, the instruments and their probes,
+``Tracker``, ``parametrize`` and ``coord_check``, the store and the report. Theory (:mod:`lmech.theory`) and the laws
+(:mod:`lmech.laws`) stay in their subpackages.
 """
-from . import engine, hyper, laws, theory
-from .engine import CoordCheck, RunResult, Schedule, Tracker, TrainState, coord_check, run_id, train
+from . import engine, hyper, laws, observables, report, store, systems, theory
 from ._version import __version__
+from .engine import RunResult, StackedRun, Tracker, TrainState, coord_check, train, train_stacked
+from .engine.executor import InProcess, LocalPool, Ray
 from .hyper import Parametrization, parametrize
-from .laws import LAWS, Check, Experiment, Law, Panel, Series, Verdict, get_law, register
-from .observables import *  # noqa: F401,F403
+from .observables import *  # noqa: F401,F403  (the instruments and Schedule; probe classes are in lmech.probes)
 from .observables import __all__ as _observables
-from .report import plot_coord_check, plot_density, render_report, write_report
-from .runner import check, run_experiments
-from .store import Store
+from . import probes
+from .report import plot_coord_check, plot_density, write_report
+from .runner import check
+from .store import Runs, Store
+from .sweep import sweep
 from .systems import *  # noqa: F401,F403
 from .systems import __all__ as _systems
-from .theory import *  # noqa: F401,F403
-from .theory import __all__ as _theory
 
-__all__ = ["__version__", "engine", "hyper", "laws", "theory", "CoordCheck", "coord_check", "Parametrization", "parametrize",
-           "RunResult", "Schedule", "TrainState", "Tracker", "run_id", "train", "LAWS", "Check", "Experiment", "Law",
-           "Panel", "Series", "Verdict", "get_law", "register", "plot_coord_check", "plot_density", "render_report",
-           "write_report", "check", "run_experiments", "Store", *_observables, *_systems, *_theory]
+__all__ = ["__version__", "engine", "hyper", "laws", "observables", "probes", "report", "systems", "theory",
+           "train", "check", "sweep", "InProcess", "LocalPool", "Ray", "Tracker", "RunResult", "Runs",
+           "Store", "StackedRun", "train_stacked", "TrainState", "Parametrization", "parametrize", "coord_check",
+           "plot_coord_check", "plot_density", "write_report", *_observables, *_systems]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmech import layer_blocks, preconditioner_diagonal, sharpness, stability_threshold
+from lmech import layer_blocks, preconditioner_diagonal, sharpness
+from lmech.theory import stability_threshold
 from lmech.observables import HessianOperator
 from lmech.systems.task import half_mse
 

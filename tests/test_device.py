@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmech import MLP, Digits, LearningRule, Loss, Schedule, Sharpness, System, Task, train
-
+from lmech import MLP, Digits, LearningRule, Schedule, System, Task, train
+from lmech.probes import Loss, Sharpness
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; CI machines have none")
 
 

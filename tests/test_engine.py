@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmech import (MLP, DeepLinear, Digits, GradNorm, LearningRule, Loss, Schedule, SingularValues, System, Task,
-                   TeacherStudent, WhitenedLinear, train)
+from lmech import MLP, DeepLinear, Digits, LearningRule, Schedule, System, Task, TeacherStudent, WhitenedLinear, train
+from lmech.probes import GradNorm, Loss, SingularValues
 from lmech.engine.loop import minibatches
 
 

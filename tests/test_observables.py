@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from lmech import (balancedness, end_to_end_map, end_to_end_singular_values, gradient_norm, half_mse,
-                   neuron_balance, relative_drift, snapshot, weight_change)
+                   neuron_balance, relative_drift, weight_change)
+from lmech.observables.weights import snapshot
 from lmech.systems.networks import DeepLinearNet, MLPNet
 
 torch.manual_seed(0)

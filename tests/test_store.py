@@ -9,7 +9,8 @@ import time
 import pandas as pd
 import pytest
 
-from lmech import MLP, Digits, LearningRule, Loss, Schedule, System, Task, train
+from lmech import MLP, Digits, LearningRule, Schedule, System, Task, train
+from lmech.probes import Loss
 from lmech.store.result import RunResult
 from lmech.store import Store
 
@@ -104,7 +105,7 @@ def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, s
 def test_array_records_round_trip_and_init_only_runs(tmp_path):
     import numpy as np
 
-    from lmech import Outputs, Parameters
+    from lmech.probes import Outputs, Parameters
 
     system = System(MLP(width=8), Digits(n_train=12, n_test=5, target="parity"), Task("mse"), LearningRule(lr=0.1, steps=0))
     result = train(system, [Outputs(Schedule(every=1)), Parameters(Schedule(every=1), names=("layers.0.weight",))])

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import lmech
-from lmech import MLP, MNIST1D, LearningRule, Loss, Schedule, System, Task, Transformer
+from lmech import MLP, MNIST1D, LearningRule, Schedule, System, Task, Transformer
+from lmech.probes import Loss
 from lmech.laws import Experiment
 from lmech.runner import run_experiments
 from lmech.systems import ModularArithmetic
@@ -47,7 +48,7 @@ def test_mixed_shapes_and_other_probes_run_alone():
     data = MNIST1D(n_train=64, n_test=0)
     exps = (_experiments(MLP(width=16), data, [1e-3, 1e-2], steps=2)
             + _experiments(MLP(width=24), data, [1e-3], steps=2, tag="wide "))
-    exps.append(Experiment({"tag": "grad", "lr": 0.0}, exps[0].system, [lmech.GradNorm()]))
+    exps.append(Experiment({"tag": "grad", "lr": 0.0}, exps[0].system, [lmech.probes.GradNorm()]))
     runs = run_experiments(exps)
     assert runs.one(tag="grad").versions.get("executor") is None and runs[exps[2].key].versions.get("executor") is None
     assert runs[exps[0].key].versions["executor"] == "train_stacked x2"

@@ -105,9 +105,9 @@ def test_bad_tracker_input_names_the_field():
 
 def test_trace_density_and_noise_probes_record_what_the_functions_return():
     model, opt, x, y = _setup()
-    probes = [lmech.HessianTrace(matvecs=30), lmech.HessianDensity(probes=3, steps=12), lmech.NoiseScale(points=40)]
+    probes = [lmech.probes.HessianTrace(matvecs=30), lmech.probes.HessianDensity(probes=3, steps=12), lmech.probes.NoiseScale(points=40)]
     for p in probes:
-        assert lmech.probe_from_dict(p.to_dict()) == p  # serializable like every engine probe
+        assert lmech.observables.probes.probe_from_dict(p.to_dict()) == p  # serializable like every engine probe
     tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, every=5, probes=probes)
     _loop(model, opt, x, y, 5, tracker)
     run = tracker.close()

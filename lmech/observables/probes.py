@@ -35,6 +35,10 @@ from .weights import weight_change
 EVERY_STEP = Schedule(every=1)
 
 
+__all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Outputs",
+           "Kernels", "Parameters", "RepresentationChange", "FeatureAnsatz", "NoiseScale", "HessianTrace",
+           "HessianDensity", "CoordinateSizes", "probe_from_dict", "probe_types"]
+
 _REGISTRY: dict[str, type["Probe"]] = {}
 
 

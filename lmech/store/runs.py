@@ -107,7 +107,8 @@ class Runs(Mapping[Key, RunResult]):
         return next(iter(self._runs)).label if self._runs else "(none)"
 
     def where(self, **fields: Any) -> "Runs":
-        """The runs whose key has every given field equal to its value (a list or tuple value: any of them)."""
+        """The runs whose key has every given field equal to its value (a list or set value: any of them; a tuple is a
+        value)."""
         self._check_fields(fields)
 
         def match(key: Key) -> bool:

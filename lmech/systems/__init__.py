@@ -4,11 +4,11 @@ from .architecture import MLP, DeepLinear, ResidualMLP, Transformer
 from .data import MNIST1D, Dataset, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear, whiten
 from .learning_rule import LearningRule
 from .networks import build_model
-from .system import System, stable_hash
+from .system import System
 from .task import Task, cross_entropy, half_mse
 
 __all__ = [
     "ConfigError", "MLP", "DeepLinear", "ResidualMLP", "Transformer", "MNIST1D", "ModularArithmetic", "Dataset",
     "Digits", "MultiIndex", "TeacherStudent", "WhitenedLinear", "whiten", "LearningRule", "build_model", "System",
-    "stable_hash", "Task", "cross_entropy", "half_mse",
+    "Task", "cross_entropy", "half_mse",
 ]
