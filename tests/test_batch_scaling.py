@@ -5,15 +5,11 @@ import torch
 from conftest import distorted
 
 import lmech.laws.batch_scaling  # noqa: F401  (registration)
-from lmech.store.result import RunResult
-from lmech.engine.trainer import _batches
+from lmech.engine.loop import minibatches
 from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
 from lmech.laws.batch_scaling import crossing, matched_grid, on_examples, relative_gap, scaled_rule
-from lmech.systems import LearningRule
-
-
-def _is_base(label: str) -> bool:
-    return label.endswith(" k=1") or label.endswith("reordered")
+from lmech.store.result import RunResult
+from lmech.systems import MLP, MNIST1D, LearningRule, System, Task
 
 
 @pytest.mark.parametrize("law_id", ["sgd-linear-scaling", "adam-sqrt-scaling"])
@@ -27,13 +23,13 @@ def test_quick_verdict_passes(quick_runs, law_id):
 @pytest.mark.parametrize("law_id", ["sgd-linear-scaling", "adam-sqrt-scaling"])
 def test_fails_when_the_scaled_runs_lose_10_percent_more(quick_runs, law_id):
     law = LAWS[law_id]
-    wrong = distorted(quick_runs[law_id], "loss/train", lambda lb, v: v if _is_base(lb) else 1.1 * v)
+    wrong = distorted(quick_runs[law_id], "loss/train", lambda key, v: v if key["k"] == 1 else 1.1 * v)  # k=1: base
     assert law.evaluate(wrong, "quick").status == FAIL
 
 
 @pytest.mark.parametrize("law_id", ["sgd-linear-scaling", "adam-sqrt-scaling"])
 def test_out_of_regime_when_the_base_run_does_not_train(quick_runs, law_id):
-    flat = distorted(quick_runs[law_id], "loss/train", lambda lb, v: 1.0)
+    flat = distorted(quick_runs[law_id], "loss/train", lambda key, v: 1.0)
     assert LAWS[law_id].evaluate(flat, "quick").status == OUT_OF_REGIME
 
 
@@ -46,10 +42,7 @@ def test_sgd_gap_is_first_order_in_the_step_and_breaks_down_at_a_fixed_scaled_st
 
 def test_sgd_fails_when_the_gap_is_set_by_the_batch_alone(quick_runs):
     """A gap of 1% x k at every eta (a batch-size effect): not first order in eta, and k* no longer ~ 1/eta."""
-    def k_of(label):
-        return int(label.split("k=")[1]) if "k=" in label else 1
-
-    batchy = distorted(quick_runs["sgd-linear-scaling"], "loss/train", lambda lb, v: v * (1 + 0.01 * (k_of(lb) - 1)))
+    batchy = distorted(quick_runs["sgd-linear-scaling"], "loss/train", lambda key, v: v * (1 + 0.01 * (key["k"] - 1)))
     verdict = LAWS["sgd-linear-scaling"].evaluate(batchy, "quick")
     assert verdict.status == FAIL
     failed = {c.name.split(" (")[0] for c in verdict.checks if not c.ok}
@@ -58,7 +51,7 @@ def test_sgd_fails_when_the_gap_is_set_by_the_batch_alone(quick_runs):
 
 def test_adam_fails_when_the_sqrt_runs_leave_the_noise_floor(quick_runs):
     law = LAWS["adam-sqrt-scaling"]
-    far = distorted(quick_runs[law.id], "param/", lambda lb, a: 2.0 * a if lb.startswith("sqrt") else a)
+    far = distorted(quick_runs[law.id], "param/", lambda key, a: 2.0 * a if key["rule"] == "sqrt" else a)
     verdict = law.evaluate(far, "quick")
     assert verdict.status == FAIL
     assert not any(c.ok for c in verdict.checks if c.name.startswith("sqrt") and "weight distance" in c.name)
@@ -66,8 +59,8 @@ def test_adam_fails_when_the_sqrt_runs_leave_the_noise_floor(quick_runs):
 
 def test_adam_fails_when_the_linear_foil_tracks_as_well_as_the_sqrt_rule(quick_runs):
     runs = quick_runs["adam-sqrt-scaling"]
-    foil_as_good = {label: runs["sqrt" + label[len("linear"):]] if label.startswith("linear") else run
-                    for label, run in runs.items()}  # same k: same batch and steps, so the sqrt run stands in
+    foil_as_good = [(key, runs.one(rule="sqrt", k=key["k"]) if key["rule"] == "linear" else run)
+                    for key, run in runs.items()]  # same k: same batch and steps, so the sqrt run stands in
     verdict = LAWS["adam-sqrt-scaling"].evaluate(foil_as_good, "quick")
     assert verdict.status == FAIL
     assert {c.name for c in verdict.checks if not c.ok} == {"linear, k B <= B_simple(0)/2: max relative loss gap",
@@ -93,8 +86,8 @@ def test_scaled_rule_reproduces_the_malladi_and_goyal_rules_by_hand():
 
 
 def test_on_examples_interpolates_against_examples_seen():
-    run = RunResult("r", {"rule": {"batch_size": 5}}, [], records=[(0, "loss/train", 4.0), (2, "loss/train", 2.0),
-                                                                    (4, "loss/train", 1.0)])
+    system = System(MLP(width=8), MNIST1D(), Task("mse"), LearningRule(lr=0.1, steps=4, optimizer="sgd", batch_size=5))
+    run = RunResult("r", system, [], records=[(0, "loss/train", 4.0), (2, "loss/train", 2.0), (4, "loss/train", 1.0)])
     values = on_examples(run, "loss/train", np.array([5.0, 10.0, 15.0, 30.0]))  # examples = 5 x step: 0, 10, 20
     np.testing.assert_allclose(values[:3], [3.0, 2.0, 1.5])
     assert np.isnan(values[3])  # past the last record (a diverged run)
@@ -114,6 +107,6 @@ def test_gap_and_breakdown_helpers_by_hand():
 
 def test_coupled_batches_are_unions_of_consecutive_base_batches():
     """The laws' coupling: with the same seed, batch t of size k B is batches k t .. k t + k - 1 of size B."""
-    small, large = _batches(40, 4, seed=3), _batches(40, 8, seed=3)
+    small, large = minibatches(40, 4, seed=3), minibatches(40, 8, seed=3)
     for _ in range(10):  # two epochs
         assert sorted(large().tolist()) == sorted(torch.cat([small(), small()]).tolist())

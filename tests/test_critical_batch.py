@@ -32,11 +32,11 @@ def test_passes_at_quick_scale(quick_runs):
 def test_fails_on_a_wrong_noise_scale_or_wrong_steps(quick_runs):
     law = LAWS[LAW_ID]
     runs = quick_runs[LAW_ID]
-    assert law.evaluate(distorted(runs, "noise_scale/b_simple", lambda lb, v: 30 * v), "quick").status == FAIL
+    assert law.evaluate(distorted(runs, "noise_scale/b_simple", lambda key, v: 30 * v), "quick").status == FAIL
     # runs at B = 16 and 64 reach each loss 3x later (recorded steps stretched): S(B) zigzags, no hyperbola
-    warped = distorted(runs, "loss/train", lambda lb, v: v)
-    for label, run in warped.items():
-        factor = 3 if label.split()[0] in ("B=16", "B=64") else 1
+    warped = distorted(runs, "loss/train", lambda key, v: v)
+    for key, run in warped.items():
+        factor = 3 if key["batch"] in (16, 64) else 1
         run.records = [(s * factor, n, v) if n == "loss/train" else (s, n, v) for s, n, v in run.records]
     verdict = law.evaluate(warped, "quick")
     assert verdict.status == FAIL

@@ -8,23 +8,19 @@ from lmech.laws import FAIL, LAWS, OUT_OF_REGIME
 
 def test_nfa_fails_when_correlation_is_low_and_is_out_of_regime_when_untrained(quick_runs):
     law = LAWS["neural-feature-ansatz"]
-    assert law.evaluate(distorted(quick_runs[law.id], "nfa/0/s=0.5", lambda lb, v: 0.8 * v), "quick").status == FAIL
-    untrained = distorted(quick_runs[law.id], "loss/test", lambda lb, v: 10 * v)
+    assert law.evaluate(distorted(quick_runs[law.id], "nfa/0/s=0.5", lambda key, v: 0.8 * v), "quick").status == FAIL
+    untrained = distorted(quick_runs[law.id], "loss/test", lambda key, v: 10 * v)
     assert law.evaluate(untrained, "quick").status == OUT_OF_REGIME
 
 
 def test_lazy_rich_fails_on_wrong_scaling_or_misaligned_neurons(quick_runs):
     law = LAWS["lazy-rich-multiplier"]
-
-    def alpha(label):
-        return float(label.split("alpha=")[1])
-
     # weight change ~ alpha^-0.7 instead of alpha^-1
-    slow = distorted(quick_runs[law.id], "weights/relative", lambda lb, v: v * alpha(lb) ** 0.3)
+    slow = distorted(quick_runs[law.id], "weights/relative", lambda key, v: v * key["alpha"] ** 0.3)
     assert law.evaluate(slow, "quick").status == FAIL
     # rotate every trained first-layer neuron by 20 degrees: mass leaves the 10-degree windows
     c, s = np.cos(np.radians(20)), np.sin(np.radians(20))
-    rotated = distorted(quick_runs[law.id], "param/layers.0.weight", lambda lb, w: w @ np.array([[c, s], [-s, c]]))
+    rotated = distorted(quick_runs[law.id], "param/layers.0.weight", lambda key, w: w @ np.array([[c, s], [-s, c]]))
     verdict = law.evaluate(rotated, "quick")
     assert verdict.status == FAIL
     assert [ch.value for ch in verdict.checks if "neuron mass" in ch.name][0] < 0.2
@@ -60,7 +56,7 @@ def test_ntk_lazy_limit_quick_measures_a_shrinking_gap(quick_runs):
     assert checks["relative weight change at width 2048 (regime)"].ok
     # width-independent 15% noise on the measured test outputs: the gap no longer shrinks
     rng = np.random.default_rng(0)
-    off = distorted(quick_runs[law.id], "output/test", lambda lb, f: f + 0.15 * np.abs(f).mean() * rng.standard_normal(f.shape))
+    off = distorted(quick_runs[law.id], "output/test", lambda key, f: f + 0.15 * np.abs(f).mean() * rng.standard_normal(f.shape))
     worse = law.evaluate(off, "quick")
     assert worse.status == FAIL and worse.error > 0.09
     assert {c.name: c for c in worse.checks}["fitted exponent of the final gap vs width"].value > -0.3
@@ -68,7 +64,7 @@ def test_ntk_lazy_limit_quick_measures_a_shrinking_gap(quick_runs):
 
 def test_nngp_monte_carlo_detects_a_wrong_kernel_scale(quick_runs):
     law = LAWS["nngp-monte-carlo"]
-    scaled = distorted(quick_runs[law.id], "kernels/ntk", lambda lb, k: 1.1 * k)  # a 10% bias does not average out
+    scaled = distorted(quick_runs[law.id], "kernels/ntk", lambda key, k: 1.1 * k)  # a 10% bias does not average out
     verdict = law.evaluate(scaled, "quick")
     assert verdict.status == FAIL
     assert not {c.name: c for c in verdict.checks}[next(n for n in (c.name for c in verdict.checks)

@@ -28,7 +28,6 @@ def analytic_kernels(system: System, x1: np.ndarray, x2: np.ndarray | None = Non
     return arch.alpha ** 2 * nngp, arch.alpha ** 2 * ntk
 
 
-
 def weight_std(system: System) -> float:
     """``w_std`` of lmech's MLP init: ``init_scale`` times the gain (sqrt(2) for relu, else 1)."""
     return system.rule.init_scale * activation_gain(system.architecture.activation)

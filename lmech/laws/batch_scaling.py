@@ -3,7 +3,7 @@ training unchanged at matched examples, until the scaled step or batch leaves th
 
 Both laws compare *coupled* runs: every run has the same seed, so the same init and the same per-epoch permutation;
 with ``k B`` dividing the training set, batch ``t`` of the scaled run is the union of batches ``kt .. kt + k - 1`` of
-the base run (sampling without replacement, :func:`lmech.engine.trainer._batches`). The two runs are then two
+the base run (sampling without replacement, :func:`lmech.engine.loop.minibatches`). The two runs are then two
 discretizations of one SDE driven by the same noise increments, and their gap is the rule's own error. The size
 of the SGD noise that the SDE view calls irrelevant is measured apart: the base run on the same training set in
 another order (the data seed of MNIST-1D with all 4000 training examples permutes them), the same init.
@@ -11,37 +11,57 @@ another order (the data seed of MNIST-1D with all 4000 training examples permute
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..engine.trainer import initial_state
 from ..observables.noise import gradient_noise_scale
 from ..observables.probes import Loss, Parameters, Probe
+from ..observables.schedule import Schedule
 from ..observables.sharpness import sharpness
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..systems import MLP, MNIST1D, LearningRule, System, Task
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from
+from .base import Law, loglog_slope
 from .registry import register
 
 _ARCH = MLP(width=100, depth=2)  # 40-100-100-10 relu, 15,210 parameters
 _N = 4000  # all of MNIST-1D's training split, so another data seed reorders the same examples
 _TRAINED = 0.8  # regime: the base run's final loss is at most this fraction of its initial loss
 
-# scale -> (base learning rates, base batch, examples, k); k B divides _N and the examples
-_SGD = {"quick": ((0.000625, 0.0025), 5, 2000, (1, 2, 4, 8, 16)),
-        "full": ((0.0003125, 0.000625, 0.00125, 0.0025), 5, 8000, (1, 2, 4, 8, 16, 32))}
 _SGD_SPACING = 10  # examples between loss measurements (the k = 2 grid): resolves the fast initial transient
 _SGD_TOL = 0.03
 _ORDER_BAND = 0.25  # first-order weak error: the k = 2 gap ~ eta^1
-# scale -> (base learning rate, base batch, examples, k); examples within one epoch, so any k dividing them couples
-_ADAM = {"quick": (1e-3, 1, 1024, (1, 2, 4, 8, 16, 32, 64)),
-         "full": (1e-3, 1, 3968, (1, 2, 4, 8, 16, 32, 64))}
 _ADAM_BETAS, _ADAM_EPS, _ADAM_INIT = (0.99, 0.999), 1e-8, 0.5  # admissible k < 1 / (1 - beta1) = 100
 _ADAM_TOL = 0.05
 _ADAM_SPACING = 16
 _RULES = {"sqrt": 0.5, "linear": 1.0}  # learning-rate exponent p in eta -> k^p eta
+
+
+@dataclass(frozen=True)
+class SGDSetting:
+    """Base learning rates, base batch B, examples per run and the batch factors k, the first 1 (the base run);
+    k B divides the training set and the examples."""
+
+    etas: tuple[float, ...]
+    batch: int
+    examples: int
+    ks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AdamSetting:
+    """Base learning rate, base batch B, examples per run (within one epoch, so any k dividing them couples) and
+    the batch factors k, the first 1 (the base run)."""
+
+    eta: float
+    batch: int
+    examples: int
+    ks: tuple[int, ...]
 
 
 def scaled_rule(rule: LearningRule, k: int, lr_power: float) -> LearningRule:
@@ -143,7 +163,12 @@ def _system(rule: LearningRule, order: int = 0) -> System:
 def _base_trained(base: RunResult, check_name: str) -> Check:
     _, loss = base.series("loss/train")
     ratio = float(loss[-1] / loss[0])
-    return Check(check_name, ratio, f"<= {_TRAINED:g} (regime: the base run trains)", ratio <= _TRAINED)
+    return Check(check_name, ratio, f"<= {_TRAINED:g} (regime: the base run trains)", ratio <= _TRAINED, kind="regime")
+
+
+def _compare(scaled: list[RunResult], base: RunResult, spacing: int, examples: int) -> tuple[list[float], list[float]]:
+    """Each run's :func:`loss_gap` and :func:`weight_distance` to ``base``."""
+    return [loss_gap(r, base, spacing, examples) for r in scaled], [weight_distance(r, base) for r in scaled]
 
 
 def _loss_panel(title: str, base: RunResult, scaled: dict[str, RunResult], examples: int) -> Panel:
@@ -191,21 +216,23 @@ class SGDLinearScaling(Law):
                       "the same scaled step: max/min over eta of k* eta within 2, where a batch-size threshold "
                       "(k* B fixed) would give the ratio of the extreme etas.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        etas, batch, examples, ks = _SGD[scale]
+    settings = {"quick": SGDSetting((0.000625, 0.0025), 5, 2000, (1, 2, 4, 8, 16)),
+                "full": SGDSetting((0.0003125, 0.000625, 0.00125, 0.0025), 5, 8000, (1, 2, 4, 8, 16, 32))}
+
+    def design(self, s: SGDSetting) -> list[Experiment]:
         out = []
-        for eta in etas:
-            base = LearningRule(lr=eta, steps=examples // batch, optimizer="sgd", batch_size=batch)
-            for k in ks:
+        for eta in s.etas:
+            base = LearningRule(lr=eta, steps=s.examples // s.batch, optimizer="sgd", batch_size=s.batch)
+            for k in s.ks:
                 rule = scaled_rule(base, k, 1.0)
-                out.append(Experiment(f"eta={eta:g} k={k}", _system(rule), _probes(rule, _SGD_SPACING)))
-            out.append(Experiment(f"eta={eta:g} reordered", _system(base, order=1), _probes(base, _SGD_SPACING)))
+                out.append(Experiment({"eta": eta, "k": k, "order": 0}, _system(rule), _probes(rule, _SGD_SPACING)))
+            out.append(Experiment({"eta": eta, "k": 1, "order": 1}, _system(base, order=1),
+                                  _probes(base, _SGD_SPACING)))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        etas, batch, examples, ks = _SGD[scale]
-        scaled = list(ks[1:])
-        system = System.from_dict(runs[f"eta={etas[0]:g} k=1"].system)
+    def judge(self, runs: Runs, s: SGDSetting) -> Verdict:
+        etas, batch, examples, scaled = s.etas, s.batch, s.examples, list(s.ks[1:])
+        system = runs.one(eta=etas[0], k=1, order=0).system
         s0, b_simple = sharpness_at_init(system), noise_scale_at_init(system)
         panels = [Panel("Loss gap against the scaled step: collapses", "k eta S_0", "max_e |L_k(e) - L_1(e)| / L_1(e)",
                         xscale="log", yscale="log"),
@@ -214,20 +241,19 @@ class SGDLinearScaling(Law):
                   Panel("Weight-space distance to the base run at the end", "k eta S_0",
                         "||theta_k - theta_1|| / ||theta_1 - theta_0||", xscale="log", yscale="log")]
         checks: list[Check] = []
-        notes, regime_ok, first_gaps, k_stars = [], True, [], []
+        notes, first_gaps, k_stars = [], [], []
         for eta in etas:
-            group = f"eta={eta:g}"
-            base = runs[f"{group} k=1"]
-            floor = loss_gap(runs[f"{group} reordered"], base, _SGD_SPACING, examples)
-            floor_w = weight_distance(runs[f"{group} reordered"], base)
-            gaps = [loss_gap(runs[f"{group} k={k}"], base, _SGD_SPACING, examples) for k in scaled]
-            dists = [weight_distance(runs[f"{group} k={k}"], base) for k in scaled]
-            trained = _base_trained(base, f"{group}: final / initial loss of the base run")
-            small = Check(f"{group}: first scaling's step 2 eta S_0", 2 * eta * s0, "<= 1 (regime)", 2 * eta * s0 <= 1)
-            regime_ok &= trained.ok and small.ok
+            group, coupled = f"eta={eta:g}", runs.where(eta=eta, order=0)
+            base, reordered = coupled.one(k=1), runs.one(eta=eta, order=1)
+            scaled_runs = [coupled.one(k=k) for k in scaled]
+            floor, floor_w = loss_gap(reordered, base, _SGD_SPACING, examples), weight_distance(reordered, base)
+            gaps, dists = _compare(scaled_runs, base, _SGD_SPACING, examples)
             k_star = crossing(scaled, gaps, _SGD_TOL)
-            checks += [trained, small,
-                       Check(f"{group} k=2: max relative loss gap", gaps[0], f"<= {_SGD_TOL:g}", gaps[0] <= _SGD_TOL),
+            checks += [_base_trained(base, f"{group}: final / initial loss of the base run"),
+                       Check(f"{group}: first scaling's step 2 eta S_0", 2 * eta * s0, "<= 1 (regime)", 2 * eta * s0 <= 1,
+                             kind="regime"),
+                       Check(f"{group} k=2: max relative loss gap", gaps[0], f"<= {_SGD_TOL:g}", gaps[0] <= _SGD_TOL,
+                             headline=True),
                        Check(f"{group} k=2: weight distance / noise floor {floor_w:.3g}", dists[0] / floor_w, "<= 1",
                              dists[0] <= floor_w),
                        Check(f"{group}: breakdown k* (gap = {_SGD_TOL:g}) inside the sweep k <= {scaled[-1]}",
@@ -245,15 +271,15 @@ class SGDLinearScaling(Law):
             panels[2].series += [Series.of(group, x, _finite(dists, 100.0), "measured", group),
                                  Series.of(f"{group} noise floor", [x[0], x[-1]], [floor_w] * 2, "reference", group)]
             panels.append(_loss_panel(f"Training loss against examples ({group}, B = {batch})", base,
-                                      {f"k={k}": runs[f"{group} k={k}"] for k in scaled}, examples))
+                                      {f"k={k}": r for k, r in zip(scaled, scaled_runs)}, examples))
         if len(etas) > 1:
             order = loglog_slope(etas, first_gaps) if min(first_gaps) > 0 else float("nan")
             checks.append(Check("fitted exponent of the k=2 gap against eta", order, f"1 +- {_ORDER_BAND:g}",
-                                abs(order - 1) <= _ORDER_BAND))
+                                abs(order - 1) <= _ORDER_BAND, headline=True))
             located = [k * eta for k, eta in zip(k_stars, etas) if k]
             spread = max(located) / min(located) if len(located) == len(etas) else float("inf")
             checks.append(Check("spread max/min of k* eta over eta (a batch threshold gives "
-                                f"{max(etas) / min(etas):g})", spread, "<= 2", spread <= 2))
+                                f"{max(etas) / min(etas):g})", spread, "<= 2", spread <= 2, headline=True))
             notes.append(f"gap(k=2) ~ eta^{order:.3f}")
         spans = ([2 * min(etas) * s0, scaled[-1] * max(etas) * s0], [2 * batch, scaled[-1] * batch])
         for panel, x in zip(panels, spans):
@@ -262,10 +288,8 @@ class SGDLinearScaling(Law):
         panels[1].series.append(Series.of(f"B_simple(0) = {b_simple:.3g}", [b_simple] * 2, [1e-4, 1.0], "reference",
                                           "noise scale"))
         notes.append(f"S_0 = {s0:.3g}, B_simple(0) = {b_simple:.3g}")
-        status = status_from(checks) if regime_ok else OUT_OF_REGIME
-        return self.verdict(scale, runs, status=status, metric="max over eta of the max relative loss gap at k = 2",
-                            error=max(first_gaps), tolerance=_SGD_TOL, summary="; ".join(notes), checks=checks,
-                            panels=panels)
+        return self.verdict(runs, metric="max over eta of the max relative loss gap at k = 2", error=max(first_gaps),
+                            tolerance=_SGD_TOL, summary="; ".join(notes), checks=checks, panels=panels)
 
 
 @register
@@ -293,41 +317,46 @@ class AdamSqrtScaling(Law):
                       "square-root rule's breakdown k* (its gap crossing the tolerance, interpolated in log k) "
                       "within a factor 2 of B_simple(0)/B.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        eta, batch, examples, ks = _ADAM[scale]
-        base = LearningRule(lr=eta, steps=examples // batch, optimizer="adam", batch_size=batch, betas=_ADAM_BETAS,
-                            eps=_ADAM_EPS, init_scale=_ADAM_INIT)
-        out = [Experiment("base k=1", _system(base), _probes(base, _ADAM_SPACING)),
-               Experiment("base reordered", _system(base, order=1), _probes(base, _ADAM_SPACING))]
-        for k in ks[1:]:
+    settings = {"quick": AdamSetting(1e-3, 1, 1024, (1, 2, 4, 8, 16, 32, 64)),
+                "full": AdamSetting(1e-3, 1, 3968, (1, 2, 4, 8, 16, 32, 64))}
+
+    def design(self, s: AdamSetting) -> list[Experiment]:
+        base = LearningRule(lr=s.eta, steps=s.examples // s.batch, optimizer="adam", batch_size=s.batch,
+                            betas=_ADAM_BETAS, eps=_ADAM_EPS, init_scale=_ADAM_INIT)
+        out = [Experiment({"rule": "base", "k": 1, "order": 0}, _system(base), _probes(base, _ADAM_SPACING)),
+               Experiment({"rule": "base", "k": 1, "order": 1}, _system(base, order=1), _probes(base, _ADAM_SPACING))]
+        for k in s.ks[1:]:
             for name, power in _RULES.items():
                 rule = scaled_rule(base, k, power)
-                out.append(Experiment(f"{name} k={k}", _system(rule), _probes(rule, _ADAM_SPACING)))
+                out.append(Experiment({"rule": name, "k": k, "order": 0}, _system(rule), _probes(rule, _ADAM_SPACING)))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        _, batch, examples, ks = _ADAM[scale]
-        base, scaled = runs["base k=1"], list(ks[1:])
-        k_noise = noise_scale_at_init(System.from_dict(base.system)) / batch
-        floor = loss_gap(runs["base reordered"], base, _ADAM_SPACING, examples)
-        floor_w = weight_distance(runs["base reordered"], base)
-        gaps = {name: [loss_gap(runs[f"{name} k={k}"], base, _ADAM_SPACING, examples) for k in scaled]
-                for name in _RULES}
-        dists = {name: [weight_distance(runs[f"{name} k={k}"], base) for k in scaled] for name in _RULES}
+    def judge(self, runs: Runs, s: AdamSetting) -> Verdict:
+        batch, examples, scaled = s.batch, s.examples, list(s.ks[1:])
+        base, reordered = runs.one(rule="base", order=0), runs.one(rule="base", order=1)
+        k_noise = noise_scale_at_init(base.system) / batch
+        floor = loss_gap(reordered, base, _ADAM_SPACING, examples)
+        floor_w = weight_distance(reordered, base)
+        scaled_runs = {name: [runs.one(rule=name, k=k) for k in scaled] for name in _RULES}
+        gaps: dict[str, list[float]] = {}
+        dists: dict[str, list[float]] = {}
+        for name, rule_runs in scaled_runs.items():
+            gaps[name], dists[name] = _compare(rule_runs, base, _ADAM_SPACING, examples)
         inside = [i for i, k in enumerate(scaled) if k <= k_noise / 2]
-        trained = _base_trained(base, "final / initial loss of the base run")
-        checks = [trained, Check(f"scaled runs with k B <= B_simple(0)/2 = {k_noise * batch / 2:.3g}", len(inside),
-                                 ">= 2 (regime)", len(inside) >= 2)]
+        checks = [_base_trained(base, "final / initial loss of the base run"),
+                  Check(f"scaled runs with k B <= B_simple(0)/2 = {k_noise * batch / 2:.3g}", len(inside),
+                        ">= 2 (regime)", len(inside) >= 2, kind="regime")]
         for i in inside:
             gap, dist = gaps["sqrt"][i], dists["sqrt"][i]
-            checks += [Check(f"sqrt k={scaled[i]}: max relative loss gap", gap, f"<= {_ADAM_TOL:g}", gap <= _ADAM_TOL),
+            checks += [Check(f"sqrt k={scaled[i]}: max relative loss gap", gap, f"<= {_ADAM_TOL:g}", gap <= _ADAM_TOL,
+                             headline=True),
                        Check(f"sqrt k={scaled[i]}: weight distance / noise floor {floor_w:.3g}", dist / floor_w, "<= 1",
                              dist <= floor_w)]
         if inside:
             linear_worst = max(gaps["linear"][i] for i in inside)
             linear_far = dists["linear"][inside[-1]] / floor_w
             checks += [Check("linear, k B <= B_simple(0)/2: max relative loss gap", linear_worst,
-                             f"> {_ADAM_TOL:g} (the foil is measurably worse)", linear_worst > _ADAM_TOL),
+                             f"> {_ADAM_TOL:g} (the foil is measurably worse)", linear_worst > _ADAM_TOL, headline=True),
                        Check(f"linear k={scaled[inside[-1]]}: weight distance / noise floor", linear_far,
                              "> 1 (the foil leaves the noise floor)", linear_far > 1)]
         k_star = crossing(scaled, gaps["sqrt"], _ADAM_TOL)
@@ -338,11 +367,11 @@ class AdamSqrtScaling(Law):
                              for name in _RULES)
                    + f"; noise floor {floor:.4f} (weights {floor_w:.3f}); B_simple(0) = {k_noise * batch:.3g}; "
                    + (f"sqrt rule crosses {_ADAM_TOL:g} at k* = {k_star:.3g}" if k_star else "no sqrt breakdown"))
-        status = status_from(checks) if trained.ok and len(inside) >= 2 else OUT_OF_REGIME
         panels = [*(_loss_panel(f"Training loss against examples, {name} rule", base,
-                                {f"k={k}": runs[f"{name} k={k}"] for k in scaled}, examples) for name in _RULES),
+                                {f"k={k}": r for k, r in zip(scaled, rule_runs)}, examples)
+                    for name, rule_runs in scaled_runs.items()),
                   *_adam_panels(scaled, gaps, dists, (floor, floor_w), k_noise)]
-        return self.verdict(scale, runs, status=status, error=max((gaps["sqrt"][i] for i in inside), default=np.nan),
+        return self.verdict(runs, error=max((gaps["sqrt"][i] for i in inside), default=np.nan),
                             metric="max relative loss gap of the sqrt rule over k B <= B_simple(0)/2",
                             tolerance=_ADAM_TOL, summary=summary, checks=checks, panels=panels)
 

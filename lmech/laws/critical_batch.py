@@ -2,15 +2,19 @@
 B_crit = E_min / S_min is near the gradient noise scale (McCandlish et al. 2018, arXiv:1812.06162)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import least_squares
 
-from ..store.result import RunResult
+from ..engine.experiment import Experiment
+from ..observables.probes import Loss, NoiseScale
 from ..observables.schedule import Schedule
-from ..observables.probes import NoiseScale
-from ..observables.probes import Loss
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..systems import MLP, MNIST1D, LearningRule, System, Task
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 from .registry import register
 
 _ARCH = MLP(width=64)  # 40-64-10 relu, 3,274 parameters
@@ -19,17 +23,19 @@ _R2 = 0.95
 _FACTOR = 3.0
 _MIN_REACHED = 3
 _WINDOW = 1.5  # noise-scale measurements within this factor of a run's crossing step count as "at the target"
-# scale -> (n_train, batch sizes, learning-rate grid, reference batch carrying the noise probe, examples budget)
-_SETTINGS = {"quick": (2000, (8, 16, 32, 64, 128, 256), (0.1, 0.2, 0.4, 0.8, 1.6, 3.2), 32, 12000),
-             "full": (4000, (4, 8, 16, 32, 64, 128, 256, 512),
-                      tuple(0.1 * 2 ** (k / 2) for k in range(11)), 32, 24000)}
-
-
 _METRIC = "max |ln(B_crit / B)| over B = B_simple, B_noise"
 
 
-def _label(batch: int, lr: float) -> str:
-    return f"B={batch} lr={lr:.4g}"
+@dataclass(frozen=True)
+class Setting:
+    """Training examples, batch sizes, the learning-rate grid tuned over per batch, the reference batch that carries
+    the noise-scale probe, and the examples budget per run."""
+
+    n_train: int
+    batches: tuple[int, ...]
+    lrs: tuple[float, ...]
+    ref: int
+    examples: int
 
 
 def _steps_budget(batch: int, examples: int) -> int:
@@ -99,56 +105,61 @@ class CriticalBatchSize(Law):
               "of factor-2 steps, so each S is within the grid's resolution of its optimum), so B_crit agrees with "
               "the noise scale only to order of magnitude; the noise scale grows as the loss falls and is measured "
               "at the target loss: pooled (geometric mean) over the reference batch's runs, measurements within a "
-              f"factor {_WINDOW:g} of each run's crossing step. Needs >= 3 batch sizes reaching the target; "
-              "otherwise out-of-regime.")
+              f"factor {_WINDOW:g} of each run's crossing step. Needs >= 3 batch sizes reaching the target, the "
+              "reference batch among them; otherwise out-of-regime.")
     divergence_predicted = True  # the top of each batch's learning-rate grid may diverge: "did not reach the target"
     tolerance = float(np.log(_FACTOR))
     tolerance_note = (f"Hyperbola fit R^2 (on log S) > {_R2}; fitted B_crit within a factor {_FACTOR:g} of B_simple "
                       "(REFERENCE 2.10) and of B_noise (the quantity the theory predicts; B_simple assumes H ~ I) at the "
                       "target loss.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        n_train, batches, lrs, ref, examples = _SETTINGS[scale]
+    settings = {"quick": Setting(2000, (8, 16, 32, 64, 128, 256), (0.1, 0.2, 0.4, 0.8, 1.6, 3.2), 32, 12000),
+                "full": Setting(4000, (4, 8, 16, 32, 64, 128, 256, 512), tuple(0.1 * 2 ** (k / 2) for k in range(11)),
+                                32, 24000)}
+
+    def design(self, s: Setting) -> list[Experiment]:
         out = []
-        for batch in batches:
-            steps = _steps_budget(batch, examples)
-            for lr in lrs:
-                system = System(_ARCH, MNIST1D(n_train=n_train, n_test=0), Task("cross_entropy"),
+        for batch in s.batches:
+            steps = _steps_budget(batch, s.examples)
+            for lr in s.lrs:
+                system = System(_ARCH, MNIST1D(n_train=s.n_train, n_test=0), Task("cross_entropy"),
                                 LearningRule(lr=lr, steps=steps, optimizer="sgd", batch_size=batch))
                 probes = [Loss(Schedule(log_points=120))]
-                if batch == ref:
+                if batch == s.ref:
                     probes.append(NoiseScale(Schedule(log_points=25), points=1000, hessian_samples=32))
-                out.append(Experiment(_label(batch, lr), system, probes))
+                out.append(Experiment({"batch": batch, "lr": lr}, system, probes))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        _, batches, lrs, ref, _ = _SETTINGS[scale]
-        best = {}
-        for batch in batches:
-            reached = {lr: steps_to_target(runs[_label(batch, lr)], _TARGET) for lr in lrs}
+    def judge(self, runs: Runs, setting: Setting) -> Verdict:
+        lrs, ref = setting.lrs, setting.ref
+        best = {}  # batch -> (tuned lr, steps to the target)
+        for batch in setting.batches:
+            reached = {lr: steps_to_target(runs.one(batch=batch, lr=lr), _TARGET) for lr in lrs}
             lr = min(reached, key=reached.get)
             if np.isfinite(reached[lr]):
                 best[batch] = (lr, reached[lr])
-        reach = Check(f"batch sizes reaching loss {_TARGET:g}", len(best), f">= {_MIN_REACHED} (regime)",
-                      len(best) >= _MIN_REACHED)
-        if not reach.ok or ref not in best:
-            return self.verdict(scale, runs, status=OUT_OF_REGIME, metric=_METRIC,
-                                error=float("nan"), tolerance=self.tolerance, checks=[reach], panels=[],
-                                summary=f"only {len(best)} batch sizes reached the target loss {_TARGET:g}")
+        checks = [Check(f"batch sizes reaching loss {_TARGET:g}", len(best), f">= {_MIN_REACHED} (regime)",
+                        len(best) >= _MIN_REACHED, kind="regime"),
+                  Check(f"reference batch B={ref} (noise-scale probe) reaches loss {_TARGET:g}", ref in best,
+                        "== 1 (regime)", ref in best, kind="regime")]
+        if not all(c.ok for c in checks):
+            return self.verdict(runs, metric=_METRIC, error=float("nan"), tolerance=self.tolerance, checks=checks,
+                                panels=[], summary=f"{len(best)} batch sizes reached the target loss {_TARGET:g}"
+                                + ("" if ref in best else f", the reference B={ref} not among them"))
         b = np.array(sorted(best), float)
         s = np.array([best[k][1] for k in sorted(best)])
         s_min, e_min, r2 = fit_hyperbola(b, s)
         b_crit = e_min / s_min
-        ref_runs = [runs[_label(ref, lr)] for lr in lrs]
+        ref_runs = [runs.one(batch=ref, lr=lr) for lr in lrs]
         crossings = [steps_to_target(r, _TARGET) for r in ref_runs]
         ref_runs, crossings = zip(*[(r, c) for r, c in zip(ref_runs, crossings) if np.isfinite(c)])
         b_simple, count = noise_at_target(ref_runs, crossings, "noise_scale/b_simple")
         b_noise, _ = noise_at_target(ref_runs, crossings, "noise_scale/b_noise")
         errors = [abs(float(np.log(b_crit / v))) if v > 0 else float("inf") for v in (b_simple, b_noise)]
-        checks = [reach, Check("hyperbola R^2 (log S)", r2, f"> {_R2}", r2 > _R2)]
+        checks.append(Check("hyperbola R^2 (log S)", r2, f"> {_R2}", r2 > _R2, headline=True))
         for (name, value), err in zip((("B_simple", b_simple), ("B_noise", b_noise)), errors):
             checks.append(Check(f"B_crit / {name} at the target loss", b_crit / value, f"in [1/{_FACTOR:g}, {_FACTOR:g}]",
-                                err <= self.tolerance))  # NaN fails
+                                err <= self.tolerance, headline=True))  # NaN fails
         error = max(errors)
         lr_edges = [k for k, (lr, _) in best.items() if lr in (lrs[0], lrs[-1])]
         worst = float(np.max(np.abs(s / (s_min + e_min / b) - 1)))
@@ -157,8 +168,7 @@ class CriticalBatchSize(Law):
                    f"B_simple={b_simple:.1f}, B_noise={b_noise:.1f}; B_crit/B_simple={b_crit / b_simple:.2f}, "
                    f"B_crit/B_noise={b_crit / b_noise:.2f} ({count} noise measurements at B={ref} pooled)"
                    + (f"; best lr at the grid edge for B={lr_edges}" if lr_edges else ""))
-        return self.verdict(scale, runs, status=status_from(checks), metric=_METRIC, error=error,
-                            tolerance=self.tolerance, summary=summary, checks=checks,
+        return self.verdict(runs, metric=_METRIC, error=error, tolerance=self.tolerance, summary=summary, checks=checks,
                             panels=self._panels(b, s, s_min, e_min, b_simple, b_noise, b_crit))
 
     @staticmethod

@@ -1,17 +1,28 @@
 """Law ``neural-feature-ansatz``: a trained layer's weight Gram matches the average gradient outer product."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import FeatureAnsatz, Loss, WeightChange
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, LearningRule, MultiIndex, System, Task
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 from .registry import register
 
-# scale -> (targets g(z), steps)
-_SETTINGS = {"quick": (("z1*z2+z1^2",), 3000), "full": (("z1*z2+z1^2", "tanh(z1)+z2^2", "z1*z2"), 6000)}
+
+@dataclass(frozen=True)
+class Setting:
+    """Multi-index targets g(z) (z = U^T x) and SGD steps."""
+
+    targets: tuple[str, ...]
+    steps: int
+
+
 _ARCH = MLP(width=256, depth=2, activation="relu", bias=False)
 _RICH_INIT, _LAZY_INIT = 0.3, 1.0  # init_scale: small init trains rich; the standard init (1.0) is the foil
 _CORRELATION = 0.9
@@ -43,26 +54,27 @@ class NeuralFeatureAnsatz(Law):
                       f"least {_MARGIN:g} above the baseline correlation with the init Gram W0^T W0; top-2 AGOP eigenvectors "
                       f"span U (principal cosines >= {_SUBSPACE:g}) (shared/REFERENCE.md 2.7).")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        targets, steps = _SETTINGS[scale]
+    settings = {"quick": Setting(("z1*z2+z1^2",), 3000), "full": Setting(("z1*z2+z1^2", "tanh(z1)+z2^2", "z1*z2"), 6000)}
+
+    def design(self, s: Setting) -> list[Experiment]:
+        steps = s.steps
         probes = [FeatureAnsatz(Schedule(at=(0, steps // 10, steps // 3, steps)), layer=0),
                   Loss(Schedule(log_points=15)), Loss(Schedule(at=(steps,)), split="test"),
                   WeightChange(Schedule(at=(steps,)))]
-        return [Experiment(f"{target} {kind}", _system(target, init, steps), probes)
-                for target in targets for kind, init in (("rich", _RICH_INIT), ("standard init", _LAZY_INIT))]
+        return [Experiment({"target": target, "init": kind}, _system(target, init, steps), probes)
+                for target in s.targets for kind, init in (("rich", _RICH_INIT), ("standard init", _LAZY_INIT))]
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        targets, steps = _SETTINGS[scale]
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
         corr = Panel("NFA correlation along training", "step", "Pearson corr(NFM, AGOP^s)")
         bars = Panel("Final correlations", "run", "correlation")
-        in_regime, worst = True, 0.0
-        for i, target in enumerate(targets):
+        worst = 0.0
+        for i, target in enumerate(s.targets):
             u = MultiIndex(d_in=20, target=target, n_train=1, n_test=0).load().info["U"]
             y_var = float(np.var(MultiIndex(d_in=20, target=target, n_train=2000, n_test=1000).load().y_test))
             for kind in ("rich", "standard init"):
                 label = f"{target} {kind}"
-                run = runs[label]
+                run = runs.one(target=target, init=kind)
                 for key in ("s=0.5", "s=1", "init"):
                     t, v = run.series(f"nfa/0/{key}")
                     name = {"s=0.5": "AGOP^1/2", "s=1": "AGOP", "init": "init Gram (baseline)"}[key]
@@ -72,20 +84,18 @@ class NeuralFeatureAnsatz(Law):
                 if kind != "rich":
                     continue
                 test_mse = 2 * run.last("loss/test")  # half-MSE -> MSE
-                trained = test_mse < _TRAINED * y_var
-                in_regime &= trained
-                checks.append(Check(f"{label}: test MSE / target variance (regime)", test_mse / y_var, f"< {_TRAINED:g}", trained))
+                checks.append(Check(f"{label}: test MSE / target variance (regime)", test_mse / y_var, f"< {_TRAINED:g}",
+                                    test_mse < _TRAINED * y_var, kind="regime"))
                 worst = max(worst, 1 - final["s=0.5"])
                 checks.append(Check(f"{label}: corr(NFM, AGOP^1/2)", final["s=0.5"], f">= {_CORRELATION:g}",
-                                    final["s=0.5"] >= _CORRELATION))
+                                    final["s=0.5"] >= _CORRELATION, headline=True))
                 checks.append(Check(f"{label}: corr(NFM, AGOP^1/2) - corr(NFM, W0^T W0)", final["s=0.5"] - final["init"],
                                     f">= {_MARGIN:g}", final["s=0.5"] - final["init"] >= _MARGIN))
                 _, vecs = np.linalg.eigh(run.array("agop/0"))
                 cosines = np.linalg.svd(vecs[:, -2:].T @ u, compute_uv=False)
                 checks.append(Check(f"{label}: smallest principal cosine, top-2 AGOP eigenvectors vs U", float(cosines.min()),
                                     f">= {_SUBSPACE:g}", float(cosines.min()) >= _SUBSPACE))
-        corr.series.append(Series.of(f"bound {_CORRELATION:g}", [0, steps], [_CORRELATION] * 2, "reference", "bound"))
-        status = status_from(checks) if in_regime else OUT_OF_REGIME
-        summary = "; ".join(f"{c.name}: {c.value:.3f}" for c in checks if "corr(NFM, AGOP^1/2)" == c.name.split(": ")[-1])
-        return self.verdict(scale, runs, status=status, metric="1 - min over targets of corr(NFM, AGOP^1/2) (rich runs)",
-                            error=worst, tolerance=1 - _CORRELATION, summary=summary, checks=checks, panels=[corr, bars])
+        corr.series.append(Series.of(f"bound {_CORRELATION:g}", [0, s.steps], [_CORRELATION] * 2, "reference", "bound"))
+        summary = "; ".join(f"{c.name}: {c.value:.3f}" for c in checks if c.headline)
+        return self.verdict(runs, metric="1 - min over targets of corr(NFM, AGOP^1/2) (rich runs)", error=worst,
+                            tolerance=1 - _CORRELATION, summary=summary, checks=checks, panels=[corr, bars])

@@ -1,17 +1,29 @@
 """Law ``lazy-rich-multiplier``: the output multiplier alpha moves a network between lazy and rich training."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Kernels, Loss, Parameters, RepresentationChange, WeightChange
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..systems import MLP, LearningRule, System, Task, TeacherStudent
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
+from .base import Law, loglog_slope, power_law
 from .registry import register
 
+
+@dataclass(frozen=True)
+class Setting:
+    """How many identifiable teachers to train students on (the first data seeds passing the rule)."""
+
+    teachers: int
+
+
 _ALPHAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-_TEACHERS = {"quick": 1, "full": 3}  # how many identifiable teachers (first data seeds passing the rule)
 _WIDTH, _N, _STEPS = 200, 200, 5000
 _RICH, _CONCENTRATION = 0.1, 0.8  # at alpha = 0.1, >= 80% of neuron mass within 10 degrees of the teacher
 _ANGLE = 10.0
@@ -91,65 +103,65 @@ class LazyRichMultiplier(Law):
                       f"at alpha = {_RICH:g} at least {_CONCENTRATION:.0%} of the neuron mass "
                       f"|a_i| ||w_i|| within {_ANGLE:g} degrees of a same-sign teacher direction (shared/REFERENCE.md 2.6).")
 
-    def experiments(self, scale: str) -> list[Experiment]:
+    settings = {"quick": Setting(1), "full": Setting(3)}
+
+    def design(self, s: Setting) -> list[Experiment]:
         end = Schedule(at=(_STEPS,))
         probes = [WeightChange(end), RepresentationChange(end), Loss(Schedule(log_points=20)),
                   Parameters(Schedule(at=(0, _STEPS))), Kernels(Schedule(at=(0, _STEPS)), points=_N)]
-        return [Experiment(f"teacher={seed} alpha={alpha:g}", _system(alpha, seed), probes)
-                for seed in _teacher_seeds(_TEACHERS[scale]) for alpha in _ALPHAS]
+        return [Experiment({"teacher": seed, "alpha": alpha}, _system(alpha, seed), probes)
+                for seed in _teacher_seeds(s.teachers) for alpha in _ALPHAS]
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
-        alphas = np.array(_ALPHAS)
         move = Panel("Relative weight change against alpha", "alpha", "||theta - theta_0|| / ||theta_0||", xscale="log", yscale="log")
         conc = Panel("Neuron mass on the teacher directions", "alpha", f"fraction within {_ANGLE:g} deg", xscale="log")
         kernel = Panel("NTK distance from init (laziness)", "alpha", "1 - <K0, K>/(|K0| |K|)", xscale="log", yscale="log")
         panels = [move, conc, kernel]
-        worst, in_regime, notes = 0.0, True, []
-        seeds = _teacher_seeds(_TEACHERS[scale])
-        for seed in seeds:
+        worst, notes, concentrations = 0.0, [], []
+        for n_teacher, (seed, students) in enumerate(runs.group("teacher")):
             info = TeacherStudent(n_train=1, n_test=0, seed=seed).load().info
             group = f"teacher {seed}"
-            labels = [f"teacher={seed} alpha={alpha:g}" for alpha in _ALPHAS]
-            moved = np.array([runs[lb].last("weights/relative") for lb in labels])
-            fractions = [concentration(runs[lb].array("param/layers.0.weight"), runs[lb].array("param/layers.1.weight")[0],
-                                       info["teacher_w"], info["teacher_a"]) for lb in labels]
-            kernel_moved = np.array([runs[lb].last("kernels/distance") for lb in labels])
+            alphas, ordered = students.sweep("alpha")
+            alphas = np.array(alphas)
+            moved = np.array([r.last("weights/relative") for r in ordered])
+            fractions = [concentration(r.array("param/layers.0.weight"), r.array("param/layers.1.weight")[0],
+                                       info["teacher_w"], info["teacher_a"]) for r in ordered]
+            kernel_moved = np.array([r.last("kernels/distance") for r in ordered])
             fit = kernel_moved < _LAZY_KERNEL
-            if fit.sum() < 3 or alphas[fit].max() / alphas[fit].min() < 10:
-                checks.append(Check(f"{group}: lazy runs (NTK distance < {_LAZY_KERNEL:g}) span of alpha (regime)",
-                                    float(alphas[fit].max() / alphas[fit].min()) if fit.any() else 0.0, ">= 10, 3 runs", False))
-                in_regime = False
+            span = float(alphas[fit].max() / alphas[fit].min()) if fit.any() else 0.0
+            lazy_enough = bool(fit.sum() >= 3 and span >= 10)
+            checks.append(Check(f"{group}: lazy runs (NTK distance < {_LAZY_KERNEL:g}) span of alpha (regime)", span,
+                                ">= 10, 3 runs", lazy_enough, kind="regime"))
+            if not lazy_enough:
                 continue
             slope = loglog_slope(alphas[fit], moved[fit])
             wide_slope = loglog_slope(alphas[alphas >= 1], moved[alphas >= 1])
             worst = max(worst, abs(slope - _SLOPE))
-            features = [runs[lb].last("representation/0") for lb in labels]
+            features = [r.last("representation/0") for r in ordered]
             move.series += [Series.of(f"{group} measured", alphas, moved, "measured", group),
                             Series.of(f"{group} hidden representation change", alphas, features, "measured", f"{group} h"),
                             Series.of(f"{group} ~ 1/alpha", alphas[fit], power_law(alphas[fit], moved[fit], _SLOPE),
                                       "theory", group)]
             conc.series.append(Series.of(f"{group} measured", alphas, fractions, "measured", group))
-            rich = fractions[_ALPHAS.index(_RICH)]
+            rich = fractions[list(alphas).index(_RICH)]
             checks.append(Check(f"{group}: exponent of weight change vs alpha over the lazy runs, alpha in "
                                 f"[{alphas[fit].min():g}, {alphas[fit].max():g}]", slope, f"{_SLOPE:g} +- {_SLOPE_BAND:g}",
-                                abs(slope - _SLOPE) <= _SLOPE_BAND))
+                                abs(slope - _SLOPE) <= _SLOPE_BAND, headline=True))
             kernel.series.append(Series.of(f"{group} measured", alphas, kernel_moved, "measured", group))
             notes.append(f"{group}: exponent {slope:.3f} over lazy alpha, {wide_slope:.3f} over [1, 100] (reported only)")
             checks.append(Check(f"{group}: neuron mass within {_ANGLE:g} deg of the teacher at alpha = {_RICH:g}", rich,
-                                f">= {_CONCENTRATION:g}", rich >= _CONCENTRATION))
-            if seed == seeds[0]:
-                panels.append(_neuron_panel(runs[labels[0]], info, f"Rich (alpha = {_RICH:g}): neurons a_i w_i"))
-                panels.append(_neuron_panel(runs[labels[-1]], info, f"Lazy (alpha = {_ALPHAS[-1]:g}): neurons a_i w_i"))
+                                f">= {_CONCENTRATION:g}", rich >= _CONCENTRATION, headline=True))
+            concentrations.append(f"{group}: rich concentration {rich:.3f}")
+            if n_teacher == 0:
+                panels.append(_neuron_panel(ordered[0], info, f"Rich (alpha = {alphas[0]:g}): neurons a_i w_i"))
+                panels.append(_neuron_panel(ordered[-1], info, f"Lazy (alpha = {alphas[-1]:g}): neurons a_i w_i"))
         conc.series.append(Series.of(f"bound {_CONCENTRATION:g} at alpha = {_RICH:g}", [_RICH, _RICH * 3],
                                      [_CONCENTRATION] * 2, "reference", "bound"))
-        kernel.series.append(Series.of(f"lazy below {_LAZY_KERNEL:g}", [alphas[0], alphas[-1]], [_LAZY_KERNEL] * 2,
+        kernel.series.append(Series.of(f"lazy below {_LAZY_KERNEL:g}", [_ALPHAS[0], _ALPHAS[-1]], [_LAZY_KERNEL] * 2,
                                        "reference", "bound"))
-        summary = "; ".join(notes + [f"{c.name.split(':')[0]}: rich concentration {c.value:.3f}" for c in checks
-                                     if "neuron mass" in c.name])
-        status = status_from(checks) if in_regime else OUT_OF_REGIME
-        return self.verdict(scale, runs, status=status, metric="max |fitted exponent + 1|", error=worst,
-                            tolerance=_SLOPE_BAND, summary=summary, checks=checks, panels=panels)
+        return self.verdict(runs, metric="max |fitted exponent + 1|", error=worst, tolerance=_SLOPE_BAND,
+                            summary="; ".join(notes + concentrations), checks=checks, panels=panels)
 
 
 def _neuron_panel(run: RunResult, info: dict, title: str) -> Panel:

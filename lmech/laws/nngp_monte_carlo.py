@@ -1,21 +1,31 @@
 """Law ``nngp-monte-carlo``: the kernels of random finite networks converge to the analytic NNGP and NTK."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Kernels
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ._kernels import analytic_kernels, weight_std
-from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
+from .base import Law, loglog_slope, power_law
 from .registry import register
 
-# scale -> (networks as (activation, depth), widths, seeds, points)
-_SETTINGS = {
-    "quick": ((("relu", 2),), (64, 128, 256, 512, 1024, 2048), 16, 48),
-    "full": ((("relu", 2), ("tanh", 3)), (64, 128, 256, 512, 1024, 2048, 4096), 32, 64),
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """Networks as (activation, hidden layers), hidden widths, random networks (seeds) per width, and the number of
+    digits inputs the kernels are measured on."""
+
+    networks: tuple[tuple[str, int], ...]
+    widths: tuple[int, ...]
+    seeds: int
+    points: int
+
 _SLOPE, _SLOPE_BAND = -0.5, 0.1
 _UNBIASED = 2.0  # the mean of S networks deviates by at most this x (single-network deviation) / sqrt(S)
 
@@ -51,32 +61,33 @@ class NNGPMonteCarlo(Law):
                       "common mode fluctuates like the ReLU fourth moment, sqrt(E[relu^4]/E[relu^2]^2 - 1) = 2.2/sqrt(m) per "
                       "layer, i.e. ~7% for one 2-layer network at m = 2048, so those bounds test the seed count, not the theory.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        networks, widths, seeds, points = _SETTINGS[scale]
-        probe = [Kernels(Schedule(at=(0,)), points=points)]
-        return [Experiment(f"{act} L={depth} m={width} seed={seed}", _system(act, depth, width, seed, points), probe)
-                for act, depth in networks for width in widths for seed in range(seeds)]
+    settings = {"quick": Setting((("relu", 2),), (64, 128, 256, 512, 1024, 2048), 16, 48),
+                "full": Setting((("relu", 2), ("tanh", 3)), (64, 128, 256, 512, 1024, 2048, 4096), 32, 64)}
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        networks, widths, seeds, points = _SETTINGS[scale]
+    def design(self, s: Setting) -> list[Experiment]:
+        probe = [Kernels(Schedule(at=(0,)), points=s.points)]
+        return [Experiment({"activation": act, "depth": depth, "width": width, "seed": seed},
+                           _system(act, depth, width, seed, s.points), probe)
+                for act, depth in s.networks for width in s.widths for seed in range(s.seeds)]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
         deviation = Panel("Relative deviation from the analytic kernel", "width", "||K_emp - K|| / ||K||",
                           xscale="log", yscale="log")
         panels = [deviation]
         worst = 0.0
-        for act, depth in networks:
+        for act, depth in s.networks:
             net = f"{act} L={depth}"
-            system = _system(act, depth, widths[0], 0, points)
+            system = _system(act, depth, s.widths[0], 0, s.points)
             x = system.data.load().x_train
             nngp, ntk = analytic_kernels(system, x)
             w_std2 = weight_std(system) ** 2
+            widths, by_width = zip(*runs.where(activation=act, depth=depth).group("width"))
+            networks = [sub.sweep("seed")[1] for sub in by_width]  # per width, its random networks in seed order
             errors = {"NNGP": [], "NTK": []}
-            for width in widths:
-                labels = [f"{net} m={width} seed={s}" for s in range(seeds)]
-                emp_nngp = [w_std2 * runs[lb].array("kernels/readout", 0) for lb in labels]
-                emp_ntk = [runs[lb].array("kernels/ntk", 0) for lb in labels]
-                errors["NNGP"].append(np.mean([_relative(k, nngp) for k in emp_nngp]))
-                errors["NTK"].append(np.mean([_relative(k, ntk) for k in emp_ntk]))
+            for seeded in networks:
+                errors["NNGP"].append(np.mean([_relative(w_std2 * r.array("kernels/readout", 0), nngp) for r in seeded]))
+                errors["NTK"].append(np.mean([_relative(r.array("kernels/ntk", 0), ntk) for r in seeded]))
             for kind, errs in errors.items():
                 slope = loglog_slope(widths, errs)
                 worst = max(worst, abs(slope - _SLOPE))
@@ -84,19 +95,19 @@ class NNGPMonteCarlo(Law):
                 deviation.series.append(Series.of(f"{net} {kind} ~ width^-1/2", widths, power_law(widths, errs, _SLOPE),
                                                   "theory", f"{net} {kind}"))
                 checks.append(Check(f"{net} {kind}: fitted exponent of deviation vs width", slope,
-                                    f"{_SLOPE:g} +- {_SLOPE_BAND:g}", abs(slope - _SLOPE) <= _SLOPE_BAND))
-            top = widths[-1]
-            labels = [f"{net} m={top} seed={s}" for s in range(seeds)]
-            means = {"NNGP": w_std2 * np.mean([runs[lb].array("kernels/readout", 0) for lb in labels], axis=0),
-                     "NTK": np.mean([runs[lb].array("kernels/ntk", 0) for lb in labels], axis=0)}
+                                    f"{_SLOPE:g} +- {_SLOPE_BAND:g}", abs(slope - _SLOPE) <= _SLOPE_BAND, headline=True))
+            top, widest = widths[-1], networks[-1]
+            means = {"NNGP": w_std2 * np.mean([r.array("kernels/readout", 0) for r in widest], axis=0),
+                     "NTK": np.mean([r.array("kernels/ntk", 0) for r in widest], axis=0)}
             for kind, analytic in (("NNGP", nngp), ("NTK", ntk)):
-                mean_err, bound = _relative(means[kind], analytic), _UNBIASED * errors[kind][-1] / np.sqrt(seeds)
-                checks.append(Check(f"{net} {kind}: deviation of the mean of {seeds} networks at width {top} (no bias)",
-                                    mean_err, f"<= {bound:.3g} = {_UNBIASED:g} x single / sqrt({seeds})", mean_err <= bound))
-            panels.append(_diagonal_panel(net, nngp, ntk, means["NNGP"], runs[labels[0]].array("kernels/ntk", 0), top))
-        summary = "; ".join(f"{c.name.split(':')[0]} exponent {c.value:.3f}" for c in checks if "exponent" in c.name)
-        return self.verdict(scale, runs, status=status_from(checks), metric="max |fitted exponent + 1/2|",
-                            error=worst, tolerance=_SLOPE_BAND, summary=summary, checks=checks, panels=panels)
+                mean_err, bound = _relative(means[kind], analytic), _UNBIASED * errors[kind][-1] / np.sqrt(len(widest))
+                checks.append(Check(f"{net} {kind}: deviation of the mean of {len(widest)} networks at width {top} (no bias)",
+                                    mean_err, f"<= {bound:.3g} = {_UNBIASED:g} x single / sqrt({len(widest)})",
+                                    mean_err <= bound))
+            panels.append(_diagonal_panel(net, nngp, ntk, means["NNGP"], widest[0].array("kernels/ntk", 0), top))
+        summary = "; ".join(f"{c.name.split(':')[0]} exponent {c.value:.3f}" for c in checks if c.headline)
+        return self.verdict(runs, metric="max |fitted exponent + 1/2|", error=worst, tolerance=_SLOPE_BAND,
+                            summary=summary, checks=checks, panels=panels)
 
 
 def _diagonal_panel(net: str, nngp: np.ndarray, ntk: np.ndarray, emp_nngp: np.ndarray, emp_ntk: np.ndarray,

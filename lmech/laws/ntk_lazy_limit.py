@@ -1,22 +1,31 @@
 """Law ``ntk-lazy-limit``: wide NTK-parameterized MLPs trained by GD follow the linearized (kernel) dynamics."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss, Outputs, WeightChange
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ..theory.linearized import linearized_gd
 from ._kernels import analytic_kernels
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, power_law, status_from
+from .base import Law, loglog_slope, power_law
 from .registry import register
 
-# scale -> (widths, seeds, n_train = n_test, steps)
-_SETTINGS = {
-    "quick": ((128, 256, 512, 1024, 2048), 2, 128, 400),
-    "full": ((128, 256, 512, 1024, 2048, 4096), 3, 256, 1000),
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """Hidden widths, seeds per width, digits examples n (as many train as test points) and GD steps."""
+
+    widths: tuple[int, ...]
+    seeds: int
+    n: int
+    steps: int
+
 _DEPTH = 2
 _LR_FRACTION = 0.5  # eta * lambda_max(Theta) / n: a quarter of the stability limit 2
 _GAP_TOL = 0.05  # relative test-set gap at the largest width
@@ -30,15 +39,14 @@ def _system(width: int, seed: int, n: int, steps: int, lr: float) -> System:
                   LearningRule(lr=lr, steps=steps, seed=seed))
 
 
-def _theory_inputs(scale: str) -> tuple[System, np.ndarray, np.ndarray, np.ndarray, float]:
-    """The data, the analytic NTK blocks (train-train, test-train) and the step size they imply."""
-    widths, _, n, steps = _SETTINGS[scale]
-    probe = _system(widths[0], 0, n, steps, 1.0)
+def _theory_inputs(s: Setting) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The training targets, the analytic NTK blocks (train-train, test-train) and the step size they imply."""
+    probe = _system(s.widths[0], 0, s.n, s.steps, 1.0)
     data = probe.data.load()
     _, ntk_train = analytic_kernels(probe, data.x_train)
     _, ntk_test = analytic_kernels(probe, data.x_test, data.x_train)
-    lr = float(np.round(_LR_FRACTION * n / np.linalg.eigvalsh(ntk_train)[-1], 4))
-    return probe, data.y_train, ntk_train, ntk_test, lr
+    lr = float(np.round(_LR_FRACTION * s.n / np.linalg.eigvalsh(ntk_train)[-1], 4))
+    return data.y_train, ntk_train, ntk_test, lr
 
 
 @register
@@ -58,26 +66,27 @@ class NTKLazyLimit(Law):
                       f"over seeds: below {_GAP_TOL:.0%} at the largest width and fitted exponent against width <= "
                       f"{_SLOPE_MAX:g} (theory -1/2; shared/REFERENCE.md 2.4).")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        widths, seeds, n, steps = _SETTINGS[scale]
-        lr = _theory_inputs(scale)[-1]
-        probes = [Outputs(Schedule(log_points=12)), Loss(Schedule(log_points=12)), WeightChange(Schedule(at=(steps,)))]
-        return [Experiment(f"m={w} seed={s}", _system(w, s, n, steps, lr), probes) for w in widths for s in range(seeds)]
+    settings = {"quick": Setting((128, 256, 512, 1024, 2048), 2, 128, 400),
+                "full": Setting((128, 256, 512, 1024, 2048, 4096), 3, 256, 1000)}
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        widths, seeds, n, steps = _SETTINGS[scale]
-        _, y, ntk_train, ntk_test, lr = _theory_inputs(scale)
-        checks: list[Check] = []
+    def design(self, s: Setting) -> list[Experiment]:
+        lr = _theory_inputs(s)[-1]
+        probes = [Outputs(Schedule(log_points=12)), Loss(Schedule(log_points=12)), WeightChange(Schedule(at=(s.steps,)))]
+        return [Experiment({"width": w, "seed": seed}, _system(w, seed, s.n, s.steps, lr), probes)
+                for w in s.widths for seed in range(s.seeds)]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        widths = runs.values_of("width")
+        y, ntk_train, ntk_test, lr = _theory_inputs(s)
         gap_panel = Panel("Network vs linearized prediction (test points)", "width", "relative L2 gap", xscale="log", yscale="log")
         path_panel = Panel(f"Test outputs along training, width {widths[-1]}", "step", "f(x_test)")
         loss_panel = Panel("Test MSE: linearized theory (lines) vs networks (dots)", "step", "test MSE", yscale="log")
         final_gaps, along_gaps, weight_moves = [], [], []
-        dense = np.unique(np.round(np.geomspace(1, steps, 60)).astype(int))
-        y_test = Digits(n_train=n, n_test=n, target="parity").load().y_test
+        dense = np.unique(np.round(np.geomspace(1, s.steps, 60)).astype(int))
+        y_test = Digits(n_train=s.n, n_test=s.n, target="parity").load().y_test
         for width in widths:
             finals, alongs, moves = [], [], []
-            for seed in range(seeds):
-                run = runs[f"m={width} seed={seed}"]
+            for seed, run in zip(*runs.where(width=width).sweep("seed")):
                 t, f_train = run.array_series("output/train")
                 _, f_test = run.array_series("output/test")
                 _, lin_test = linearized_gd(ntk_train, y, f_train[0], lr=lr, steps=t, ntk_test_train=ntk_test,
@@ -108,16 +117,17 @@ class NTKLazyLimit(Law):
             Series.of("~ width^-1/2", widths, power_law(widths, final_gaps, -0.5), "theory", "final"),
             Series.of("relative weight change", widths, weight_moves, "measured", "weights"),
         ]
-        checks.append(Check(f"final test gap at width {widths[-1]}", final_gaps[-1], f"< {_GAP_TOL:g}", final_gaps[-1] < _GAP_TOL))
-        checks.append(Check("fitted exponent of the final gap vs width", slope, f"<= {_SLOPE_MAX:g} (theory -0.5)",
-                            slope <= _SLOPE_MAX))
-        checks.append(Check("fitted exponent of the max gap along training vs width", along_slope,
-                            f"<= {_SLOPE_MAX:g} (theory -0.5)", along_slope <= _SLOPE_MAX))
-        lazy = weight_moves[-1] < _LAZY
-        checks.append(Check(f"relative weight change at width {widths[-1]} (regime)", weight_moves[-1], f"< {_LAZY:g}", lazy))
-        status = status_from(checks) if lazy else OUT_OF_REGIME
+        checks = [
+            Check(f"final test gap at width {widths[-1]}", final_gaps[-1], f"< {_GAP_TOL:g}", final_gaps[-1] < _GAP_TOL,
+                  headline=True),
+            Check("fitted exponent of the final gap vs width", slope, f"<= {_SLOPE_MAX:g} (theory -0.5)", slope <= _SLOPE_MAX,
+                  headline=True),
+            Check("fitted exponent of the max gap along training vs width", along_slope, f"<= {_SLOPE_MAX:g} (theory -0.5)",
+                  along_slope <= _SLOPE_MAX),
+            Check(f"relative weight change at width {widths[-1]} (regime)", weight_moves[-1], f"< {_LAZY:g}",
+                  weight_moves[-1] < _LAZY, kind="regime"),
+        ]
         summary = (f"final test gap {final_gaps[0]:.3f} (m={widths[0]}) -> {final_gaps[-1]:.4f} (m={widths[-1]}), "
                    f"exponent {slope:.2f}; max gap along training exponent {along_slope:.2f}; eta = {lr:g}")
-        return self.verdict(scale, runs, status=status, metric=f"relative test gap at width {widths[-1]}",
-                            error=final_gaps[-1], tolerance=_GAP_TOL, summary=summary, checks=checks,
-                            panels=[gap_panel, path_panel, loss_panel])
+        return self.verdict(runs, metric=f"relative test gap at width {widths[-1]}", error=final_gaps[-1], tolerance=_GAP_TOL,
+                            summary=summary, checks=checks, panels=[gap_panel, path_panel, loss_panel])
