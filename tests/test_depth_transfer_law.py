@@ -1,16 +1,15 @@
 """The depth-mup-transfer law: its systems' depth scaling, its prediction, and that it fails on a wrong measurement."""
-import copy
 import math
 
 import pytest
 import torch
 
-from lmech.store.result import RunResult
-from lmech.observables.schedule import Schedule
 from lmech.engine.trainer import initial_state, train
-from lmech.laws import FAIL, LAWS
-from lmech.laws.depth_transfer import _SETTINGS, VARIANTS, _architecture, _label, stream_update, tail_loss
+from lmech.laws import FAIL, LAWS, Runs
+from lmech.laws.depth_transfer import VARIANTS, _architecture, stream_update, tail_loss
 from lmech.observables.probes import Loss
+from lmech.observables.schedule import Schedule
+from lmech.store.result import RunResult
 from lmech.systems import MNIST1D, LearningRule, System, Task
 
 LAW = LAWS["depth-mup-transfer"]
@@ -67,22 +66,20 @@ def test_stream_update_is_depth_independent_under_depth_mup_and_linear_unscaled(
 
 def test_tail_loss_averages_the_tail_and_counts_divergence_as_infinite():
     steps = 100
-    run = RunResult("r", {}, [])
+    run = RunResult("r", None, [])
     run.records = [(s, "loss/train", float(s)) for s in (0, 80, 85, 90, 95, 100)]
     assert tail_loss(run, steps) == pytest.approx(90.0)
     run.records[-1] = (100, "loss/train", float("nan"))
     assert tail_loss(run, steps) == math.inf
     run.records = run.records[:3]  # diverged before the end: tail measurements missing
     assert tail_loss(run, steps) == math.inf
-    assert tail_loss(RunResult("r", {}, []), steps) == math.inf
+    assert tail_loss(RunResult("r", None, []), steps) == math.inf
 
 
 def test_fails_when_the_unscaled_runs_are_relabelled_as_depth_mup(quick_runs):
-    runs = copy.deepcopy(quick_runs["depth-mup-transfer"])
-    depths, lrs = _SETTINGS["quick"][:2]
-    for depth in depths:
-        for lr in lrs:
-            runs[_label("1/sqrt(L)", depth, lr)] = runs[_label("unscaled", depth, lr)]
+    quick = quick_runs["depth-mup-transfer"]
+    runs = Runs((key, quick[{**key, "variant": "unscaled"}] if key["variant"] == "1/sqrt(L)" else run)
+                for key, run in quick.items())
     verdict = LAW.evaluate(runs, "quick")
     assert verdict.status == FAIL
     checks = {c.name.split(":")[0]: c for c in verdict.checks if "optimal lr drift" in c.name}
@@ -92,7 +89,7 @@ def test_fails_when_the_unscaled_runs_are_relabelled_as_depth_mup(quick_runs):
 
 
 def test_experiments_cover_every_variant_depth_and_lr():
-    for scale, (depths, lrs, *_) in _SETTINGS.items():
-        labels = [e.label for e in LAW.experiments(scale)]
-        assert len(labels) == len(set(labels)) == len(VARIANTS) * len(depths) * len(lrs)
-        assert depths[-1] / depths[0] >= 8 and len(lrs) >= 6
+    for scale, s in LAW.settings.items():
+        keys = [e.key for e in LAW.experiments(scale)]
+        assert len(keys) == len(set(keys)) == len(VARIANTS) * len(s.depths) * len(s.lrs)
+        assert s.depths[-1] / s.depths[0] >= 8 and len(s.lrs) >= 6

@@ -11,13 +11,14 @@ import torch
 
 from conftest import distorted
 
-from lmech.engine.trainer import initial_state, train
 from lmech.engine.coord_check import CoordCheck
-from lmech.laws import FAIL, LAWS
-from lmech.laws.mup_coord_check import _SETTINGS, _STEPS, _label, _system, layer_roles
+from lmech.engine.trainer import initial_state, train
+from lmech.laws import FAIL, LAWS, Runs
+from lmech.laws.mup_coord_check import _STEPS, _system, layer_roles
 from lmech.report.coord_check_figure import plot_coord_check
 
 LAW = LAWS["mup-coord-check"]
+TRANSFORMER = LAW.settings["quick"].transformer
 
 
 def _checks(verdict, prefix):
@@ -35,9 +36,9 @@ def test_quick_mlp_checks_and_sp_checks_hold(quick_runs):
 
 
 def test_law_fails_when_the_mup_runs_are_sp_runs_and_vice_versa(quick_runs):
-    runs = dict(quick_runs["mup-coord-check"])
-    swapped = {label: runs[label.replace(" mup ", " sp ") if " mup " in label else label.replace(" sp ", " mup ")]
-               for label in runs}
+    runs = quick_runs["mup-coord-check"]
+    other = {"mup": "sp", "sp": "mup"}
+    swapped = Runs((key, runs[{**key, "scheme": other[key["scheme"]]}]) for key in runs)
     verdict = LAW.evaluate(swapped, "quick")
     assert verdict.status == FAIL
     updates = _checks(verdict, "muP MLP: max |exponent - predicted|, updates")
@@ -47,9 +48,8 @@ def test_law_fails_when_the_mup_runs_are_sp_runs_and_vice_versa(quick_runs):
 
 
 def test_law_fails_when_mup_sizes_are_distorted_by_the_square_root_of_the_width(quick_runs):
-    def change(label, value):
-        width = int(label.split("width=")[1].split()[0])
-        return value * width ** 0.5 if " mup " in label else value
+    def change(key, value):
+        return value * key["width"] ** 0.5 if key["scheme"] == "mup" else value
 
     verdict = LAW.evaluate(distorted(quick_runs["mup-coord-check"], "coords/", change), "quick")
     assert verdict.status == FAIL
@@ -82,14 +82,14 @@ def test_zero_readout_moves_alone_at_step_one_while_a_random_one_reads_a_decayin
     # random muP readout (variance 1/(fan_in width_mult), Tensor Programs V Table 3) also reads the features' change
     # through its init weights, a CLT-sized term ~ width^-1/2 that dominates at these widths. The law's zero readout
     # (the Transformer default) leaves only its own step, and no gradient reaches the features (x_1 = x_0)
-    widths, seeds = _SETTINGS["quick"]["transformer"]
+    widths, seeds = TRANSFORMER.widths, TRANSFORMER.seeds
     own, init = np.zeros((2, len(widths))), np.zeros(len(widths))
     for i, width in enumerate(widths):
         for seed in seeds:
             system = _system("transformer", width, "mup", seed, widths)
             change, own_step, init_term = _first_step(system)
             assert torch.equal(init_term, torch.zeros_like(init_term))
-            run = quick_runs["mup-coord-check"][_label("transformer", "mup", width, seed)]
+            run = quick_runs["mup-coord-check"].one(arch="transformer", scheme="mup", width=width, seed=seed)
             recorded = run.series("coords/readout/update")[1][1]
             assert recorded == pytest.approx(float(change.abs().mean()), rel=1e-4)
             assert recorded == pytest.approx(float(own_step.abs().mean()), rel=1e-4)
@@ -131,10 +131,10 @@ def test_coord_check_figure_has_a_row_per_scheme_a_column_per_step_and_a_line_pe
 
 
 def _mup_transformer(runs):
-    widths, seeds = _SETTINGS["quick"]["transformer"]
+    widths = TRANSFORMER.widths
     roles = layer_roles(_system("transformer", widths[0], "mup", 0, widths))
-    return CoordCheck.from_runs([[runs[_label("transformer", "mup", w, s)] for s in seeds] for w in widths], widths,
-                                roles, scheme="mup")
+    return CoordCheck.from_runs([[runs.one(arch="transformer", scheme="mup", width=w, seed=s) for s in TRANSFORMER.seeds]
+                                 for w in widths], widths, roles, scheme="mup")
 
 
 QUERIES = ("blocks.0.attn.q", "blocks.1.attn.q")
@@ -160,8 +160,8 @@ def test_transformer_fails_only_on_its_attention_logits_after_the_queries_first_
 
 def test_the_queries_decay_is_not_adams_eps(quick_runs):
     # the query gradients are ~1e-4 per entry, far above eps = 1e-8: eps = 1e-16 gives the same sizes
-    tiny = {e.label: train(e.system.replace(rule=replace(e.system.rule, eps=1e-16)), e.probes)
-            for e in LAW.experiments("quick") if e.label.startswith("transformer mup")}
+    tiny = Runs((e.key, train(e.system.replace(rule=replace(e.system.rule, eps=1e-16)), e.probes))
+                for e in LAW.experiments("quick") if (e.key["arch"], e.key["scheme"]) == ("transformer", "mup"))
     base, small = _mup_transformer(quick_runs["mup-coord-check"]), _mup_transformer(tiny)
     for t in (3, _STEPS):
         for q in QUERIES:

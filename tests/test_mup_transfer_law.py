@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
-from lmech.store.result import DIVERGED, RunResult
-from lmech.laws import FAIL, LAWS
+from lmech.laws import FAIL, LAWS, Runs
 from lmech.laws._transfer import predicted_sp_exponent
-from lmech.laws.mup_transfer import SETTINGS, final_loss
+from lmech.laws.mup_transfer import final_loss
+from lmech.store.result import DIVERGED, RunResult
 
 LAW = "mup-lr-transfer"
+QUICK = LAWS[LAW].settings["quick"]
 
 
 def _check(verdict, prefix):
@@ -22,12 +23,12 @@ def test_sp_exponent_is_minus_one_from_the_abc_table():
 
 
 def test_final_loss_averages_the_last_window_and_rejects_divergence():
-    run = RunResult("r", {}, [], records=[(s, "loss/train", float(v)) for s, v in
+    run = RunResult("r", None, [], records=[(s, "loss/train", float(v)) for s, v in
                                           [(0, 2.3), (540, 9.0), (550, 1.0), (560, 2.0), (600, 3.0)]])
     assert final_loss(run, 600) == pytest.approx(2.0)  # steps 550..600; step 540 is outside the window
     run.records.append((570, "loss/train", float("nan")))
     assert final_loss(run, 600) == np.inf
-    assert final_loss(RunResult("d", {}, [], outcome=DIVERGED), 600) == np.inf
+    assert final_loss(RunResult("d", None, [], outcome=DIVERGED), 600) == np.inf
 
 
 def test_quick_optima_are_inside_the_grid_and_sp_falls(quick_runs):
@@ -35,15 +36,12 @@ def test_quick_optima_are_inside_the_grid_and_sp_falls(quick_runs):
     assert _check(verdict, "optima on the learning-rate grid's edge").value == 0
     assert _check(verdict, "SP slope").value < -0.5
     assert verdict.error < 1.0  # muP optima within a factor 2
-    assert len(verdict.panels) == 3 and len(quick_runs[LAW]) == 2 * 5 * len(SETTINGS["quick"].log2_lrs)
+    assert len(verdict.panels) == 3 and len(quick_runs[LAW]) == 2 * 5 * len(QUICK.log2_lrs)
 
 
 def _relabelled(runs, source, target):
-    out = dict(runs)
-    for name, run in runs.items():
-        if name.startswith(source + " "):
-            out[target + name[len(source):]] = run
-    return out
+    """``runs`` with scheme ``target``'s runs replaced by scheme ``source``'s (a wrong measurement)."""
+    return Runs((key, runs[{**key, "scheme": source}] if key["scheme"] == target else run) for key, run in runs.items())
 
 
 def test_sp_runs_in_place_of_mup_fail_transfer(quick_runs):

@@ -5,26 +5,25 @@ import pytest
 
 from conftest import distorted
 
-from lmech.laws import FAIL, INCONCLUSIVE, LAWS, OUT_OF_REGIME
+from lmech.laws import FAIL, INCONCLUSIVE, LAWS, OUT_OF_REGIME, Runs
 from lmech.laws._transfer import optimal_lr
-from lmech.laws.transformer_transfer import SETTINGS, final_loss, label
+from lmech.laws.transformer_transfer import final_loss
 
 LAW = "transformer-mup-transfer"
-QUICK = SETTINGS["quick"]
+QUICK = LAWS[LAW].settings["quick"]
 
 
 def optima(runs, scheme):
     """log2 optimal lr per width of the seed-averaged final training losses, read independently of the law."""
-    return np.array([np.log2(optimal_lr(QUICK.lrs, [np.mean([final_loss(runs[label(scheme, w, k, seed)])
-                                                             for seed in QUICK.seeds]) for k in QUICK.log2_lrs]).lr)
+    lrs = 2.0 ** np.asarray(QUICK.log2_lrs, float)
+    return np.array([np.log2(optimal_lr(lrs, [np.mean([final_loss(runs.one(scheme=scheme, width=w, log2_lr=k, seed=seed))
+                                                       for seed in QUICK.seeds]) for k in QUICK.log2_lrs]).lr)
                      for w in QUICK.widths])
 
 
 def relabeled(runs, source, target):
-    """``runs`` with scheme ``source``'s runs also filed under scheme ``target``'s labels (a wrong measurement)."""
-    out = dict(runs)
-    out.update({target + name[len(source):]: run for name, run in runs.items() if name.startswith(source + " ")})
-    return out
+    """``runs`` with scheme ``target``'s runs replaced by scheme ``source``'s (a wrong measurement)."""
+    return Runs((key, runs[{**key, "scheme": source}] if key["scheme"] == target else run) for key, run in runs.items())
 
 
 def test_quick_sweep_is_the_stated_grid():
@@ -71,7 +70,7 @@ def test_mup_runs_filed_as_sp_fail_the_drift_check(quick_runs):
 
 def test_edge_optimum_is_inconclusive_and_untrained_runs_out_of_regime(quick_runs):
     runs = quick_runs[LAW]
-    falling = distorted(runs, "loss/", lambda name, v: 2.0 - float(name.split("lr=2^")[1].split()[0]) / 10)
+    falling = distorted(runs, "loss/", lambda key, v: 2.0 - key["log2_lr"] / 10)
     assert LAWS[LAW].evaluate(falling, "quick").status == INCONCLUSIVE  # loss falls to the grid's top lr
-    chance = distorted(runs, "loss/", lambda name, v: np.log(QUICK.p) + 0.01)
+    chance = distorted(runs, "loss/", lambda key, v: np.log(QUICK.p) + 0.01)
     assert LAWS[LAW].evaluate(chance, "quick").status == OUT_OF_REGIME

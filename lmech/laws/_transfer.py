@@ -3,16 +3,21 @@
 The optimum is read from a log-spaced learning-rate grid by a parabola in ``log2(lr)`` through the grid minimum
 and its two neighbours (a grid point at an edge is reported as is, and flagged), so a shift smaller than a grid
 step is still resolved. Diverged runs (non-finite final loss) count as infinitely bad.
+
+The width-transfer laws key their runs ``{"scheme", "width", "log2_lr", "seed"}`` (:func:`width_transfer`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from ..report.verdict import Check, Panel, Series
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..theory.parameterization import layer_scaling
-from .base import INCONCLUSIVE, OUT_OF_REGIME, Check, Panel, Series, power_law, status_from
+from .base import power_law
 
 SCHEMES = ("sp", "mup")
 NAMES = {"sp": "SP", "mup": "muP"}
@@ -75,23 +80,27 @@ def predicted_sp_exponent(widths: Sequence[int]) -> float:
 
 @dataclass
 class WidthTransfer:
-    """The width-transfer verdict's parts (:func:`width_transfer`): ``status``, the muP optimum ``spread`` (octaves,
-    the error metric), ``summary``, ``checks`` and ``panels``."""
+    """The width-transfer verdict's parts (:func:`width_transfer`): the muP optimum ``spread`` (octaves, the error
+    metric), ``summary``, ``checks`` and ``panels``."""
 
-    status: str
     spread: float
     summary: str
     checks: list[Check]
     panels: list[Panel]
 
 
-def width_transfer(lrs: np.ndarray, widths: Sequence[int], curves: dict[str, dict[int, Sequence[float]]], *,
-                   trained: float, trained_text: str, title: str, ylabel: str) -> WidthTransfer:
-    """Compare the SP and muP loss-vs-lr ``curves[scheme][width]`` (Yang et al. 2022, arXiv:2203.03466, Fig. 1/5):
-    muP's optima within a factor 2 across widths and <= 0.5 octave per doubling, wider no worse at its optimum;
-    SP's fitted slope of log2(optimal lr) on log2(width) within 0.5 of the predicted -1. An optimum on the grid's
-    edge makes the verdict inconclusive, a best loss not below ``trained`` (``trained_text`` says what it is)
-    out-of-regime."""
+def width_transfer(runs: Runs, loss: Callable[[RunResult], float], *, trained: float, trained_text: str, title: str,
+                   ylabel: str) -> WidthTransfer:
+    """Compare the SP and muP loss-vs-lr curves of ``runs`` (keyed by scheme, width, log2_lr and seed; ``loss`` of
+    each run averaged over the seeds) (Yang et al. 2022, arXiv:2203.03466, Fig. 1/5): muP's optima within a factor 2
+    across widths and <= 0.5 octave per doubling, wider no worse at its optimum; SP's fitted slope of log2(optimal lr)
+    on log2(width) within 0.5 of the predicted -1. An optimum on the grid's edge makes the verdict inconclusive, a
+    best loss not below ``trained`` (``trained_text`` says what it is) out-of-regime."""
+    lrs = 2.0 ** np.asarray(runs.values_of("log2_lr"), float)
+    widths = runs.values_of("width")
+    curves = {scheme: {w: [float(np.mean([loss(r) for r in cell.values()]))
+                           for _, cell in runs.where(scheme=scheme, width=w).group("log2_lr")] for w in widths}
+              for scheme in SCHEMES}
     x = np.log2(np.asarray(widths, float))
     optima = {scheme: {w: optimal_lr(lrs, curves[scheme][w]) for w in widths} for scheme in SCHEMES}
     log2_opt = {scheme: np.log2([optima[scheme][w].lr for w in widths]) for scheme in SCHEMES}
@@ -105,19 +114,18 @@ def width_transfer(lrs: np.ndarray, widths: Sequence[int], curves: dict[str, dic
     wider = float(np.max(best["mup"][1:] / best["mup"][:-1]))
     slopes = {scheme: float(np.polyfit(x, log2_opt[scheme], 1)[0]) for scheme in SCHEMES}
     checks = [
-        Check("optima on the learning-rate grid's edge", len(edges), "= 0 (regime: else inconclusive)", not edges),
-        Check("worst best loss over widths and schemes", worst_best, f"< {trained_text} = {trained:.3f} (regime: "
-              "the runs trained)", worst_best < trained),
+        Check("optima on the learning-rate grid's edge", len(edges), "= 0", not edges, kind="data"),
+        Check("worst best loss over widths and schemes", worst_best, f"< {trained_text} = {trained:.3f} (the runs "
+              "trained)", worst_best < trained, kind="regime"),
         Check("muP optimal-lr spread across widths, log2(max/min)", spread, f"< {SPREAD:g} octave (factor 2)",
-              spread < SPREAD),
+              spread < SPREAD, headline=True),
         Check("muP largest optimum move per width doubling (octaves)", per_doubling, f"<= {PER_DOUBLING:g}",
               per_doubling <= PER_DOUBLING),
         Check("muP wider is no worse: max best-loss ratio to the next narrower width", wider, "<= 1", wider <= 1.0),
         Check("SP slope of log2(optimal lr) on log2(width)", slopes["sp"],
               f"in [{predicted - SP_BAND:g}, {predicted + SP_BAND:g}] (predicted {predicted:g})",
-              abs(slopes["sp"] - predicted) <= SP_BAND),
+              abs(slopes["sp"] - predicted) <= SP_BAND, headline=True),
     ]
-    status = OUT_OF_REGIME if worst_best >= trained else INCONCLUSIVE if edges else status_from(checks)
     summary = (f"optimal log2 lr at widths {list(widths)}: muP {np.round(mup, 2).tolist()} (spread {spread:.2f} "
                f"octave, slope {slopes['mup']:+.2f}), SP {np.round(log2_opt['sp'], 2).tolist()} (slope "
                f"{slopes['sp']:+.2f}, predicted {predicted:g}); muP best loss {np.round(best['mup'], 4).tolist()}"
@@ -125,7 +133,7 @@ def width_transfer(lrs: np.ndarray, widths: Sequence[int], curves: dict[str, dic
     panels = [transfer_panel(f"{NAMES[scheme]}: {title}", lrs, {f"width {w}": curves[scheme][w] for w in widths},
                              {f"width {w}": optima[scheme][w] for w in widths}, ylabel=ylabel) for scheme in SCHEMES]
     panels.append(_optimum_panel(np.asarray(widths, float), optima, predicted))
-    return WidthTransfer(status, spread, summary, checks, panels)
+    return WidthTransfer(spread, summary, checks, panels)
 
 
 def _optimum_panel(widths: np.ndarray, optima: dict[str, dict[int, Optimum]], predicted: float) -> Panel:

@@ -16,15 +16,21 @@ optimum therefore falls with depth, as ``L^s`` with ``s`` between -1 and -1/2 (:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..systems import MNIST1D, LearningRule, ResidualMLP, System, Task
 from ..theory.parameterization import branch_scaling
 from ._transfer import Optimum, optimal_lr, transfer_panel
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from
+from .base import Law, loglog_slope
 from .registry import register
 
 _WIDTH = 128  # fixed; base_width = width, so the width part of muP is the identity and "mup" is the unscaled resnet
@@ -36,10 +42,18 @@ UNSCALED_EXPONENTS = (-1.0, -0.5)
 _DRIFT = 2.0  # depth-muP: the optimum moves by less than this factor across the depths (REFERENCE 2.13)
 _TAIL = (0.8, 0.85, 0.9, 0.95, 1.0)  # fractions of the step budget whose training losses are averaged
 _TRAINED = 0.5  # every curve's best loss below this fraction of the chance loss ln(10)
-# scale -> depths (the first is the base depth), lr grid, steps, batch size, training examples
-_SETTINGS = {"quick": ((2, 4, 8, 16), tuple(2.0 ** k for k in range(-11, -4)), 300, 64, 2000),
-             "full": ((2, 4, 8, 16, 32), tuple(2.0 ** (k / 2) for k in range(-24, -9)), 500, 64, 4000)}
 _METRIC = "max over the depth-muP variants of log2(max/min optimal lr across depths) (octaves)"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Depths (the first is the base depth), the Adam learning-rate grid, steps, minibatch size, training examples."""
+
+    depths: tuple[int, ...]
+    lrs: tuple[float, ...]
+    steps: int
+    batch_size: int
+    n_train: int
 
 
 def stream_update(depth: int, base_depth: int, exponent: float | None) -> float:
@@ -58,10 +72,6 @@ def _architecture(depth: int, base_depth: int, exponent: float | None) -> Residu
         return ResidualMLP(_WIDTH, depth=depth, parameterization="mup", base_width=_WIDTH)
     return ResidualMLP(_WIDTH, depth=depth, parameterization="depth-mup", base_width=_WIDTH, base_depth=base_depth,
                        depth_exponent=exponent)
-
-
-def _label(variant: str, depth: int, lr: float) -> str:
-    return f"{variant} L={depth} lr={lr:.4g}"
 
 
 def tail_loss(run: RunResult, steps: int) -> float:
@@ -112,19 +122,22 @@ class DepthMuPTransfer(Law):
                       "feature diversity), and CompleteP's gains are claimed for multi-layer (transformer) blocks, so "
                       "no source predicts deeper-is-better for alpha = 1 with one-layer branches.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        depths, lrs, steps, batch, n_train = _SETTINGS[scale]
-        probes = [Loss(Schedule(at=tuple(int(round(f * steps)) for f in _TAIL)))]
-        return [Experiment(_label(variant, depth, lr),
-                           System(_architecture(depth, depths[0], exponent), MNIST1D(n_train=n_train, n_test=0),
-                                  Task("cross_entropy"), LearningRule(lr=lr, steps=steps, optimizer="adam",
-                                                                      batch_size=batch)), probes)
-                for variant, exponent in VARIANTS.items() for depth in depths for lr in lrs]
+    settings = {"quick": Setting((2, 4, 8, 16), tuple(2.0 ** k for k in range(-11, -4)), 300, 64, 2000),
+                "full": Setting((2, 4, 8, 16, 32), tuple(2.0 ** (k / 2) for k in range(-24, -9)), 500, 64, 4000)}
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        depths, lrs, steps, _, _ = _SETTINGS[scale]
+    def design(self, s: Setting) -> list[Experiment]:
+        probes = [Loss(Schedule(at=tuple(int(round(f * s.steps)) for f in _TAIL)))]
+        data = MNIST1D(n_train=s.n_train, n_test=0)
+        return [Experiment({"variant": variant, "depth": depth, "lr": lr},
+                           System(_architecture(depth, s.depths[0], exponent), data, Task("cross_entropy"),
+                                  LearningRule(lr=lr, steps=s.steps, optimizer="adam", batch_size=s.batch_size)), probes)
+                for variant, exponent in VARIANTS.items() for depth in s.depths for lr in s.lrs]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        depths, lrs = runs.values_of("depth"), runs.values_of("lr")
         base = depths[0]
-        curves = {v: {d: [tail_loss(runs[_label(v, d, lr)], steps) for lr in lrs] for d in depths} for v in VARIANTS}
+        curves = {v: {d: [tail_loss(run, s.steps) for run in runs.where(variant=v, depth=d).sweep("lr")[1]]
+                      for d in depths} for v in VARIANTS}
         optima = {v: {d: optimal_lr(lrs, curves[v][d]) for d in depths} for v in VARIANTS}
         best = {v: np.array([optima[v][d].lr for d in depths]) for v in VARIANTS}
         drift = {v: float(best[v].max() / best[v].min()) for v in VARIANTS}
@@ -136,29 +149,29 @@ class DepthMuPTransfer(Law):
 
         edges = [f"{v} L={d}" for v in VARIANTS for d in depths if optima[v][d].at_edge]
         untrained = [f"{v} L={d}" for v in VARIANTS for d in depths if not optima[v][d].loss < _TRAINED * np.log(10)]
-        regime = [Check("optima strictly inside the lr grid (count at an edge)", len(edges), "== 0 (regime)",
-                        not edges),
-                  Check(f"curves whose best loss is not below {_TRAINED:g} ln 10", len(untrained), "== 0 (regime)",
-                        not untrained)]
-        gating = [Check(f"{v}: optimal lr drift max/min across L={depths[0]}..{depths[-1]}", drift[v],
-                        f"< {_DRIFT:g} (predicted {max(predicted[v]) / min(predicted[v]):g})", drift[v] < _DRIFT)
-                  for v in scaled]
-        gating += [Check("unscaled: optimal lr drift max/min", drift["unscaled"],
+        checks = [Check("optima strictly inside the lr grid (count at an edge)", len(edges), "== 0", not edges,
+                        kind="regime"),
+                  Check(f"curves whose best loss is not below {_TRAINED:g} ln 10", len(untrained), "== 0",
+                        not untrained, kind="regime")]
+        checks += [Check(f"{v}: optimal lr drift max/min across L={depths[0]}..{depths[-1]}", drift[v],
+                         f"< {_DRIFT:g} (predicted {max(predicted[v]) / min(predicted[v]):g})", drift[v] < _DRIFT,
+                         headline=True) for v in scaled]
+        checks += [Check("unscaled: optimal lr drift max/min", drift["unscaled"],
                          f">= {_DRIFT:g} (predicted L^s over {depths[-1] // depths[0]}x: "
                          f"{(depths[-1] / depths[0]) ** -UNSCALED_EXPONENTS[1]:.2g}-"
-                         f"{(depths[-1] / depths[0]) ** -UNSCALED_EXPONENTS[0]:.2g})", drift["unscaled"] >= _DRIFT),
+                         f"{(depths[-1] / depths[0]) ** -UNSCALED_EXPONENTS[0]:.2g})", drift["unscaled"] >= _DRIFT,
+                         headline=True),
                    Check("unscaled: fitted exponent s of the optimal lr in L (direction)", slope,
                          f"< 0 (predicted in [{UNSCALED_EXPONENTS[0]:g}, {UNSCALED_EXPONENTS[1]:g}])", slope < 0),
                    Check("unscaled drift / largest depth-muP drift", drift["unscaled"] / worst, "> 1",
                          drift["unscaled"] > worst)]
         deeper = {v: optima[v][depths[-1]].loss / optima[v][base].loss for v in scaled}
-        gating.append(Check(f"1/sqrt(L): best loss at L={depths[-1]} / at L={base} (deeper is no worse)",
-                            deeper["1/sqrt(L)"], "<= 1", deeper["1/sqrt(L)"] <= 1))
-        reported = [Check(f"1/L: best loss at L={depths[-1]} / at L={base} (reported, not gating; see tolerance)",
-                          deeper["1/L"], "<= 1", deeper["1/L"] <= 1)]
+        checks += [Check(f"1/sqrt(L): best loss at L={depths[-1]} / at L={base} (deeper is no worse)",
+                         deeper["1/sqrt(L)"], "<= 1", deeper["1/sqrt(L)"] <= 1),
+                   Check(f"1/L: best loss at L={depths[-1]} / at L={base} (reported, not gating; see tolerance)",
+                         deeper["1/L"], "<= 1", deeper["1/L"] <= 1, kind="info")]
 
         error = float(np.log2(worst))
-        status = status_from(gating) if all(c.ok for c in regime) else OUT_OF_REGIME
         summary = ("optimal lr across L=" + ",".join(map(str, depths)) + ": "
                    + "; ".join(f"{v} " + ",".join(f"{lr:.2g}" for lr in best[v]) + f" (x{drift[v]:.2f})"
                                for v in VARIANTS)
@@ -169,11 +182,11 @@ class DepthMuPTransfer(Law):
                                  {f"L={d}": curves[v][d] for d in depths}, {f"L={d}": optima[v][d] for d in depths},
                                  ylabel="training loss (mean over the last 20% of steps)") for v in VARIANTS]
         panels.append(self._optimum_panel(depths, best, optima, predicted))
-        return self.verdict(scale, runs, status=status, metric=_METRIC, error=error, tolerance=self.tolerance,
-                            summary=summary, checks=regime + gating + reported, panels=panels)
+        return self.verdict(runs, metric=_METRIC, error=error, tolerance=self.tolerance, summary=summary,
+                            checks=checks, panels=panels)
 
     @staticmethod
-    def _optimum_panel(depths: tuple[int, ...], best: dict[str, np.ndarray], optima: dict[str, dict[int, Optimum]],
+    def _optimum_panel(depths: Sequence[int], best: dict[str, np.ndarray], optima: dict[str, dict[int, Optimum]],
                        predicted: dict[str, list[float]]) -> Panel:
         """Optimal lr against depth per variant, with the predicted lines through each variant's base-depth optimum:
         flat for depth-muP, ``L^-1`` (and the ``L^-1/2`` reference) unscaled."""

@@ -3,16 +3,20 @@ SP with Adam the hidden and output layers' updates grow with the width (Yang et 
 and App. D.1; REFERENCE 2.13)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 import torch
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
 from ..engine.coord_check import PREDICTED_UPDATE_EXPONENTS, CoordCheck, module_roles
+from ..engine.experiment import Experiment
 from ..hyper.parametrize import parametrize
 from ..observables.probes import CoordinateSizes
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, MNIST1D, LearningRule, ModularArithmetic, System, Task, Transformer, build_model
-from .base import Check, Experiment, Law, Panel, Series, Verdict, power_law, status_from
+from .base import Law, power_law
 from .registry import register
 
 _STEPS = 5
@@ -27,15 +31,29 @@ _READ_THROUGH_INIT = 0.5
 # data: width-like dimensions must not divide them (lmech.parametrize reads multiples of the width as width-like):
 # mnist1d has 40 inputs and 10 classes, modular arithmetic a prime vocabulary p = 97
 _DATA = {"mlp": MNIST1D(n_train=512, n_test=0), "transformer": ModularArithmetic(p=97, n_train=1, n_test=0)}
-# scale -> architecture -> (widths, seeds); the base width (muP = SP there) is the smallest width
-_SETTINGS = {
-    "quick": {"mlp": ((64, 128, 256, 512, 1024), (0, 1)), "transformer": ((32, 64, 128, 256), (0, 1, 2))},
-    "full": {"mlp": ((64, 128, 256, 512, 1024, 2048), (0, 1, 2, 3)),
-             "transformer": ((32, 64, 128, 256, 512, 1024), (0, 1, 2, 3))},
-}
 _NAMES = {"mlp": "MLP", "transformer": "Transformer"}
 _METRIC = ("max |fitted width exponent - predicted| over layers under muP (activations at the last step; updates at "
            "the first step moving every layer and at the last)")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One architecture's widths (the smallest is the base width, where muP = SP) and seeds (sizes averaged over)."""
+
+    widths: tuple[int, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The sweep of each architecture: an MLP on MNIST-1D and a Transformer on modular arithmetic."""
+
+    mlp: Sweep
+    transformer: Sweep
+
+    def sweeps(self) -> dict[str, Sweep]:
+        """``{"mlp": ..., "transformer": ...}``: the architectures in order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _architecture(arch: str, width: int, scheme: str, base_width: int) -> MLP | Transformer:
@@ -56,10 +74,6 @@ def first_full_step(system: System) -> int:
     gradient reaches the layers below it and Adam's update ``m / (sqrt(v) + eps)`` of a zero gradient is exactly 0."""
     arch = system.architecture
     return 2 if arch.parameterization in ("mup", "depth-mup") and getattr(arch, "readout_zero_init", False) else 1
-
-
-def _label(arch: str, scheme: str, width: int, seed: int) -> str:
-    return f"{arch} {scheme} width={width} seed={seed}"
 
 
 def layer_roles(system: System) -> dict[str, str]:
@@ -130,24 +144,27 @@ class MupCoordCheck(Law):
                       f"SP: every hidden-layer update exponent at t=1 > {_SP_HIDDEN:g} (REFERENCE 2.13) and the readout's "
                       f"in [1 - {_TOL:g}, 1.5 + {_TOL:g}].")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        out = []
-        for arch, (widths, seeds) in _SETTINGS[scale].items():
-            for scheme in ("mup", "sp"):
-                for width in widths:
-                    for seed in seeds:
-                        out.append(Experiment(_label(arch, scheme, width, seed), _system(arch, width, scheme, seed, widths),
-                                              [CoordinateSizes(Schedule(every=1), points=_POINTS)]))
-        return out
+    settings = {"quick": Setting(Sweep((64, 128, 256, 512, 1024), (0, 1)), Sweep((32, 64, 128, 256), (0, 1, 2))),
+                "full": Setting(Sweep((64, 128, 256, 512, 1024, 2048), (0, 1, 2, 3)),
+                                Sweep((32, 64, 128, 256, 512, 1024), (0, 1, 2, 3)))}
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
+    def design(self, s: Setting) -> list[Experiment]:
+        probes = [CoordinateSizes(Schedule(every=1), points=_POINTS)]
+        return [Experiment({"arch": arch, "scheme": scheme, "width": width, "seed": seed},
+                           _system(arch, width, scheme, seed, sweep.widths), probes)
+                for arch, sweep in s.sweeps().items() for scheme in ("mup", "sp") for width in sweep.widths
+                for seed in sweep.seeds]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
         panels: list[Panel] = []
         errors, notes = [], []
-        for arch, (widths, seeds) in _SETTINGS[scale].items():
+        for arch, sweep in s.sweeps().items():
+            widths = sweep.widths
             system = _system(arch, widths[0], "mup", 0, widths)
             first = first_full_step(system)
-            cc = {scheme: CoordCheck.from_runs([[runs[_label(arch, scheme, w, s)] for s in seeds] for w in widths],
+            cc = {scheme: CoordCheck.from_runs([[runs.one(arch=arch, scheme=scheme, width=w, seed=seed)
+                                                 for seed in sweep.seeds] for w in widths],
                                                widths, layer_roles(system), scheme=scheme) for scheme in ("mup", "sp")}
             roles = cc["mup"].roles  # the layers the forward pass calls (not e.g. a position table read as a tensor)
             name = _NAMES[arch]
@@ -166,7 +183,7 @@ class MupCoordCheck(Law):
                 dev, worst = _deviation(measured, predicted)
                 deviations.append(dev)
                 checks.append(Check(f"muP {name}: max |exponent - predicted|, {what} (worst: {worst})", dev,
-                                    f"< {_TOL:g}", dev < _TOL))
+                                    f"< {_TOL:g}", dev < _TOL, headline=True))
             errors += deviations
             sp = cc["sp"].update_exponents(1)
             sp_predicted = predicted_exponents(roles, "sp")
@@ -183,8 +200,8 @@ class MupCoordCheck(Law):
                          f"SP min hidden {hidden[low]:.2f}")
             panels += [_panel(f"muP {name}", cc["mup"], mup, first), _panel(f"SP {name}", cc["sp"], sp_predicted, 1)]
         error = max(errors)
-        return self.verdict(scale, runs, status=status_from(checks), metric=_METRIC, error=error, tolerance=_TOL,
-                            summary="; ".join(notes), checks=checks, panels=panels)
+        return self.verdict(runs, metric=_METRIC, error=error, tolerance=_TOL, summary="; ".join(notes), checks=checks,
+                            panels=panels)
 
 
 def _panel(title: str, cc: CoordCheck, predicted: dict[str, float], step: int) -> Panel:

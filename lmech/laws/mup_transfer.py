@@ -14,12 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store.result import DIVERGED, RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss
+from ..observables.schedule import Schedule
+from ..report.verdict import Verdict
+from ..store.result import DIVERGED, RunResult
+from ..store.runs import Runs
 from ..systems import MLP, MNIST1D, LearningRule, System, Task
 from ._transfer import PER_DOUBLING, SCHEMES, SP_BAND, SPREAD, width_transfer
-from .base import Experiment, Law, Verdict
+from .base import Law
 from .registry import register
 
 _TRAINED = float(np.log(10) / 2)  # every width's best loss below half the chance-level cross-entropy ln 10
@@ -38,18 +41,6 @@ class Setting:
     batch_size: int
     n_train: int
     seeds: tuple[int, ...] = (0,)
-
-    @property
-    def lrs(self) -> np.ndarray:
-        return 2.0 ** np.asarray(self.log2_lrs, float)
-
-
-SETTINGS = {"quick": Setting((32, 64, 128, 256, 512), tuple(range(-11, -2)), 300, 256, 4000),
-            "full": Setting((32, 64, 128, 256, 512, 1024), tuple(k / 2 for k in range(-24, -5)), 300, 256, 4000)}
-
-
-def label(scheme: str, width: int, log2_lr: float, seed: int) -> str:
-    return f"{scheme} width={width} lr=2^{log2_lr:g} seed={seed}"
 
 
 def final_loss(run: RunResult, steps: int) -> float:
@@ -91,29 +82,21 @@ class MupLrTransfer(Law):
                       "narrower width's; SP: least-squares slope of log2(optimal lr) on log2(width) within "
                       f"{SP_BAND:g} of the predicted -1 (falling by more than 0.5 octave per doubling). REFERENCE 2.13.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        s = SETTINGS[scale]
-        at = tuple(range(s.steps - _WINDOW, s.steps + 1, _EVERY))
-        out = []
-        for scheme in SCHEMES:
-            for width in s.widths:
-                for log2_lr in s.log2_lrs:
-                    for seed in s.seeds:
-                        system = System(MLP(width, depth=2, activation="relu", parameterization=scheme,
-                                            base_width=s.widths[0]),
-                                        MNIST1D(n_train=s.n_train, n_test=0), Task("cross_entropy"),
-                                        LearningRule(lr=float(2.0 ** log2_lr), steps=s.steps, optimizer="adam",
-                                                     batch_size=s.batch_size, seed=seed))
-                        out.append(Experiment(label(scheme, width, log2_lr, seed), system, [Loss(Schedule(at=at))]))
-        return out
+    settings = {"quick": Setting((32, 64, 128, 256, 512), tuple(range(-11, -2)), 300, 256, 4000),
+                "full": Setting((32, 64, 128, 256, 512, 1024), tuple(k / 2 for k in range(-24, -5)), 300, 256, 4000)}
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        s = SETTINGS[scale]
-        curves = {scheme: {w: [float(np.mean([final_loss(runs[label(scheme, w, k, seed)], s.steps)
-                                              for seed in s.seeds])) for k in s.log2_lrs]
-                           for w in s.widths} for scheme in SCHEMES}
-        t = width_transfer(s.lrs, s.widths, curves, trained=_TRAINED, trained_text="ln(10)/2",
+    def design(self, s: Setting) -> list[Experiment]:
+        probes = [Loss(Schedule(at=tuple(range(s.steps - _WINDOW, s.steps + 1, _EVERY))))]
+        data = MNIST1D(n_train=s.n_train, n_test=0)
+        return [Experiment({"scheme": scheme, "width": width, "log2_lr": log2_lr, "seed": seed},
+                           System(MLP(width, depth=2, activation="relu", parameterization=scheme, base_width=s.widths[0]),
+                                  data, Task("cross_entropy"),
+                                  LearningRule(lr=float(2.0 ** log2_lr), steps=s.steps, optimizer="adam",
+                                               batch_size=s.batch_size, seed=seed)), probes)
+                for scheme in SCHEMES for width in s.widths for log2_lr in s.log2_lrs for seed in s.seeds]
+
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        t = width_transfer(runs, lambda run: final_loss(run, s.steps), trained=_TRAINED, trained_text="ln(10)/2",
                            title="final training loss vs Adam learning rate", ylabel="final training loss")
-        return self.verdict(scale, runs, status=t.status, metric="muP optimal-lr spread across widths (octaves)",
-                            error=t.spread, tolerance=self.tolerance, summary=t.summary, checks=t.checks,
-                            panels=t.panels)
+        return self.verdict(runs, metric="muP optimal-lr spread across widths (octaves)", error=t.spread,
+                            tolerance=self.tolerance, summary=t.summary, checks=t.checks, panels=t.panels)

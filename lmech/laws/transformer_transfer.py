@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..store.result import DIVERGED, RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss
+from ..observables.schedule import Schedule
+from ..report.verdict import Verdict
+from ..store.result import DIVERGED, RunResult
+from ..store.runs import Runs
 from ..systems import LearningRule, ModularArithmetic, System, Task, Transformer
 from ._transfer import PER_DOUBLING, SCHEMES, SP_BAND, SPREAD, width_transfer
-from .base import Experiment, Law, Verdict
+from .base import Law
 from .registry import register
 
 
@@ -39,18 +42,6 @@ class Setting:
     p: int
     n_train: int
     seeds: tuple[int, ...]
-
-    @property
-    def lrs(self) -> np.ndarray:
-        return 2.0 ** np.asarray(self.log2_lrs, float)
-
-
-SETTINGS = {"quick": Setting((32, 64, 128), tuple(range(-12, -2)), 50, 128, 31, 512, (0, 1, 2)),
-            "full": Setting((32, 64, 128, 256), tuple(range(-13, -2)), 50, 128, 31, 512, (0, 1, 2, 3))}
-
-
-def label(scheme: str, width: int, log2_lr: float, seed: int) -> str:
-    return f"{scheme} width={width} lr=2^{log2_lr:g} seed={seed}"
 
 
 def final_loss(run: RunResult) -> float:
@@ -94,8 +85,10 @@ class TransformerMupTransfer(Law):
                       f"{SP_BAND:g} of the predicted -1 (so falling by more than 0.5 octave per doubling). "
                       "REFERENCE 2.13.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        s = SETTINGS[scale]
+    settings = {"quick": Setting((32, 64, 128), tuple(range(-12, -2)), 50, 128, 31, 512, (0, 1, 2)),
+                "full": Setting((32, 64, 128, 256), tuple(range(-13, -2)), 50, 128, 31, 512, (0, 1, 2, 3))}
+
+    def design(self, s: Setting) -> list[Experiment]:
         out = []
         for scheme in SCHEMES:
             for width in s.widths:
@@ -106,17 +99,14 @@ class TransformerMupTransfer(Law):
                     for log2_lr in s.log2_lrs:
                         rule = LearningRule(lr=float(2.0 ** log2_lr), steps=s.steps, optimizer="adam",
                                             batch_size=s.batch_size, seed=seed)
-                        out.append(Experiment(label(scheme, width, log2_lr, seed), System(arch, data,
-                                              Task("cross_entropy"), rule), [Loss(Schedule(at=(s.steps,)))]))
+                        out.append(Experiment({"scheme": scheme, "width": width, "log2_lr": log2_lr, "seed": seed},
+                                              System(arch, data, Task("cross_entropy"), rule),
+                                              [Loss(Schedule(at=(s.steps,)))]))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        s = SETTINGS[scale]
-        curves = {scheme: {w: [float(np.mean([final_loss(runs[label(scheme, w, k, seed)]) for seed in s.seeds]))
-                               for k in s.log2_lrs] for w in s.widths} for scheme in SCHEMES}
-        t = width_transfer(s.lrs, s.widths, curves, trained=float(np.log(s.p)), trained_text=f"chance ln {s.p}",
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        t = width_transfer(runs, final_loss, trained=float(np.log(s.p)), trained_text=f"chance ln {s.p}",
                            title="transformer, Adam",
                            ylabel=f"training loss at step {s.steps} ({len(s.seeds)}-seed mean)")
-        return self.verdict(scale, runs, status=t.status, metric="muP optimal-lr spread across widths (octaves)",
-                            error=t.spread, tolerance=self.tolerance, summary=t.summary, checks=t.checks,
-                            panels=t.panels)
+        return self.verdict(runs, metric="muP optimal-lr spread across widths (octaves)", error=t.spread,
+                            tolerance=self.tolerance, summary=t.summary, checks=t.checks, panels=t.panels)
