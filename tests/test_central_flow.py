@@ -153,4 +153,4 @@ def test_central_flow_law_passes_at_quick_scale_and_fails_on_a_distorted_loss(qu
     assert verdict.status == PASS, verdict.summary
     checks = {c.name: c.value for c in verdict.checks}
     assert checks["eta=0.2: gradient flow max S_GF / (2/eta)"] > 1.5  # gradient flow sharpens far past 2/eta
-    assert law.evaluate(distorted(runs, "loss/train", lambda lb, v: 1.3 * v), "quick").status == FAIL
+    assert law.evaluate(distorted(runs, "loss/train", lambda key, v: 1.3 * v), "quick").status == FAIL

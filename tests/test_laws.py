@@ -26,13 +26,13 @@ def test_dln_quick_accuracy(quick_runs):
 
 
 def test_dln_fails_on_a_distorted_measurement(quick_runs):
-    runs = distorted(quick_runs["dln-saxe-modes"], "sv/", lambda label, v: 1.08 * v)
+    runs = distorted(quick_runs["dln-saxe-modes"], "sv/", lambda key, v: 1.08 * v)
     assert LAWS["dln-saxe-modes"].evaluate(runs, "quick").status == FAIL
 
 
 def test_conservation_fails_when_drift_scales_wrongly(quick_runs):
     # multiply each run's drift by its eta: the fixed-t drift then grows as eta^2 (per step eta^3)
-    runs = distorted(quick_runs["conservation-laws"], "balancedness/", lambda label, v: v * float(label.split("=")[1]) * 1e3)
+    runs = distorted(quick_runs["conservation-laws"], "balancedness/", lambda key, v: v * key["eta"] * 1e3)
     verdict = LAWS["conservation-laws"].evaluate(runs, "quick")
     assert verdict.status == FAIL
     (linear,) = [c for c in verdict.checks if c.name.startswith("linear: per-step exponent")]
@@ -41,7 +41,7 @@ def test_conservation_fails_when_drift_scales_wrongly(quick_runs):
 
 def test_edge_of_stability_fails_off_threshold_and_is_out_of_regime_without_sharpening(quick_runs):
     eos = LAWS["edge-of-stability"]
-    high = distorted(quick_runs["edge-of-stability"], "sharpness/0", lambda label, v: 1.2 * v)
+    high = distorted(quick_runs["edge-of-stability"], "sharpness/0", lambda key, v: 1.2 * v)
     assert eos.evaluate(high, "quick").status == FAIL
-    low = distorted(quick_runs["edge-of-stability"], "sharpness/0", lambda label, v: 0.5 * v)
+    low = distorted(quick_runs["edge-of-stability"], "sharpness/0", lambda key, v: 0.5 * v)
     assert eos.evaluate(low, "quick").status == OUT_OF_REGIME

@@ -14,14 +14,14 @@ from lmech.laws.catapult import _boundary
 def test_optimizer_hover_fails_off_threshold_and_needs_sharpening(quick_runs, law_id, metric):
     law = LAWS[law_id]
     # the plain sharpness instead of P^-1 H, or a threshold off by the missing (1 + beta) factor, must not pass
-    assert law.evaluate(distorted(quick_runs[law_id], metric, lambda lb, v: 1.2 * v), "quick").status == FAIL
-    assert law.evaluate(distorted(quick_runs[law_id], metric, lambda lb, v: 0.5 * v), "quick").status == OUT_OF_REGIME
+    assert law.evaluate(distorted(quick_runs[law_id], metric, lambda key, v: 1.2 * v), "quick").status == FAIL
+    assert law.evaluate(distorted(quick_runs[law_id], metric, lambda key, v: 0.5 * v), "quick").status == OUT_OF_REGIME
 
 
 def test_adaptive_law_measures_the_preconditioned_not_the_plain_sharpness(quick_runs):
     # the threshold 38/eta applies to lambda_max(P^-1 H); the run never records plain sharpness, and the
     # preconditioned values sit orders of magnitude above the plain ones would (P ~ |g| is small)
-    run = quick_runs["adaptive-edge-of-stability"]["eta=0.001"]
+    run = quick_runs["adaptive-edge-of-stability"].one(eta=0.001)
     steps, values = run.series("preconditioned_sharpness/0")
     assert steps[0] > 0  # P is undefined before Adam's first step
     assert np.median(values[len(values) // 2:]) == pytest.approx(38 / 0.001, rel=0.15)
@@ -35,16 +35,16 @@ def test_catapult_thresholds_and_failures(quick_runs):
     assert lower == pytest.approx(1.0, abs=0.1) and upper == pytest.approx(2.0, abs=0.2)
     assert any(r.outcome == "diverged" for r in runs.values())  # recorded as outcomes, and the law still passes
     # a wrong initial sharpness (30% high) moves both located thresholds by 30%
-    wrong_s0 = distorted(runs, "sharpness/0", lambda lb, v: 1.3 * v)
+    wrong_s0 = distorted(runs, "sharpness/0", lambda key, v: 1.3 * v)
     assert law.evaluate(wrong_s0, "quick").status == FAIL
     # catapult runs that did not flatten (final S above 2/eta) must fail
-    def unflattened(label, v):
-        return v * 3 if label in ("c=1.3", "c=1.6") else v
+    def unflattened(key, v):
+        return v * 3 if key["c"] in (1.3, 1.6) else v
     assert law.evaluate(distorted(runs, "sharpness/0", unflattened), "quick").status == FAIL
     # phases out of order along eta (a spike in the smallest-eta run, below monotone runs): out of regime
     spiked = copy.deepcopy(runs)
-    spiked["c=0.8"].records = [(s, n, 50 * v if (n == "loss/train" and s == 5) else v)
-                               for s, n, v in spiked["c=0.8"].records]
+    smallest = spiked.one(c=0.8)
+    smallest.records = [(s, n, 50 * v if (n == "loss/train" and s == 5) else v) for s, n, v in smallest.records]
     assert law.evaluate(spiked, "quick").status == OUT_OF_REGIME
 
 

@@ -2,15 +2,18 @@
 stability threshold and hovers there, at several step sizes."""
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Loss, Probe, Sharpness
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 
 ARCH = MLP(width=100, depth=2, activation="tanh")  # 64-100-100-10: 17,710 parameters
 INIT_SCALE = 0.5  # starts the sharpness (about 5) well below every threshold, so sharpening is visible
@@ -19,17 +22,26 @@ REACHED = 0.95
 START_BELOW = 0.9
 
 
-class HoverLaw(Law):
-    """Train digits (MSE, full batch) at each step size of ``settings[scale]`` and compare the median of
-    ``metric`` over the final half of training with ``threshold(lr)``.
+@dataclass(frozen=True)
+class Setting:
+    """Training examples, steps, the step sizes eta (one run each) and the sharpness measured every ``every`` steps."""
 
-    Subclasses set ``settings`` (scale -> ``(n_train, steps, learning rates, measure every k steps)``), ``metric``,
-    ``threshold_name``, ``tolerance`` and implement :meth:`rule` and :meth:`threshold`. The verdict is
-    out-of-regime unless every run starts below ``START_BELOW`` x threshold and first reaches ``REACHED`` x
-    threshold before the final half.
+    n_train: int
+    steps: int
+    lrs: tuple[float, ...]
+    every: int
+
+
+class HoverLaw(Law):
+    """Train digits (MSE, full batch) at each step size of the setting and compare the median of ``metric`` over the
+    final half of training with ``threshold(lr)``.
+
+    Subclasses set ``settings`` (scale -> :class:`Setting`), ``metric``, ``threshold_name``, ``tolerance`` and
+    implement :meth:`rule` and :meth:`threshold`. Regime checks: every run starts below ``START_BELOW`` x threshold
+    and first reaches ``REACHED`` x threshold before the final half.
     """
 
-    settings: ClassVar[dict[str, tuple[int, int, tuple[float, ...], int]]]
+    settings: ClassVar[Mapping[str, Setting]]
     metric: ClassVar[str] = "sharpness/0"
     threshold_name: ClassVar[str]
     tolerance: ClassVar[float]
@@ -45,48 +57,45 @@ class HoverLaw(Law):
         return [Sharpness(Schedule(every=every), k=1, preconditioned=preconditioned),
                 Loss(Schedule(every=max(every // 2, 1)))]
 
-    def experiments(self, scale: str) -> list[Experiment]:
-        n, steps, lrs, every = self.settings[scale]
-        data = Digits(n_train=n, n_test=0)
-        return [Experiment(f"eta={lr:g}", System(ARCH, data, Task("mse"), self.rule(lr, steps)), self.probes(every))
-                for lr in lrs]
+    def design(self, s: Setting) -> list[Experiment]:
+        data = Digits(n_train=s.n_train, n_test=0)
+        return [Experiment({"eta": lr}, System(ARCH, data, Task("mse"), self.rule(lr, s.steps)), self.probes(s.every))
+                for lr in s.lrs]
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        _, total, lrs, _ = self.settings[scale]
-        name, tol = self.threshold_name, self.tolerance
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
+        total, name, tol = s.steps, self.threshold_name, self.tolerance
         checks: list[Check] = []
         sharp_panel = Panel(f"{self.metric.split('/')[0].replace('_', ' ')} against {name}", "step", "sharpness")
         loss_panel = Panel("Training loss", "step", "loss", yscale="log")
         ratio_panel = Panel(f"Final median sharpness / ({name})", "eta", "median S / threshold", xscale="log")
-        ratios, errors, reached = [], [], True
-        for lr in lrs:
+        lrs, ordered = runs.sweep("eta")
+        ratios, errors = [], []
+        for lr, run in zip(lrs, ordered):
             label = f"eta={lr:g}"
-            run = runs[label]
             steps, sharp = run.series(self.metric)
             threshold = self.threshold(lr)
             sharp_panel.series.append(Series.of(f"{label} measured", steps, sharp, "measured", label))
             sharp_panel.series.append(Series.of(f"{name} = {threshold:.4g}", [0, total], [threshold, threshold],
                                                 "reference", label))
             loss_panel.series.append(Series.of(label, *run.series("loss/train"), "measured", label))
-            starts_below = bool(sharp[0] < START_BELOW * threshold)
             checks.append(Check(f"{label}: initial S / ({name})", float(sharp[0] / threshold),
-                                f"< {START_BELOW:g} (regime: sharpening, not an initial catapult)", starts_below))
+                                f"< {START_BELOW:g} (regime: sharpening, not an initial catapult)",
+                                sharp[0] < START_BELOW * threshold, kind="regime"))
             hits = np.nonzero(sharp >= REACHED * threshold)[0]
             first = int(steps[hits[0]]) if len(hits) else None
-            in_regime = first is not None and first < (1 - FINAL_FRACTION) * total
-            reached &= in_regime and starts_below
             checks.append(Check(f"{label}: S first reaches {REACHED:g} x ({name}) at step",
                                 float(first if first is not None else np.nan),
-                                f"< {int((1 - FINAL_FRACTION) * total)} (regime)", in_regime))
+                                f"< {int((1 - FINAL_FRACTION) * total)} (regime)",
+                                first is not None and first < (1 - FINAL_FRACTION) * total, kind="regime"))
             final = steps >= (1 - FINAL_FRACTION) * total
             ratio = float(np.median(sharp[final]) / threshold) if final.any() else np.nan
             ratios.append(ratio)
             errors.append(abs(ratio - 1))
-            checks.append(Check(f"{label}: median final S / ({name})", ratio, f"1 +- {tol:g}", abs(ratio - 1) <= tol))
+            checks.append(Check(f"{label}: median final S / ({name})", ratio, f"1 +- {tol:g}", abs(ratio - 1) <= tol,
+                                headline=True))
         ratio_panel.series.append(Series.of("measured", lrs, ratios, "measured", "ratio"))
         ratio_panel.series.append(Series.of(f"theory: S = {name}", lrs, np.ones(len(lrs)), "theory", "ratio"))
-        status = status_from([c for c in checks if "median" in c.name]) if reached else OUT_OF_REGIME
         summary = f"median final S / ({name}) = " + ", ".join(f"{r:.3f} (eta={lr:g})" for r, lr in zip(ratios, lrs))
-        return self.verdict(scale, runs, status=status, metric=f"max over eta of |median final S / ({name}) - 1|",
+        return self.verdict(runs, metric=f"max over eta of |median final S / ({name}) - 1|",
                             error=float(np.nanmax(errors)) if np.isfinite(errors).any() else np.nan, tolerance=tol,
                             summary=summary, checks=checks, panels=[sharp_panel, ratio_panel, loss_panel])

@@ -2,18 +2,22 @@
 oscillation at the edge of stability; plain gradient flow does not."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
-from ..observables.probes import GradNorm, Loss, Sharpness
+from ..engine.experiment import Experiment
 from ..engine.trainer import initial_state
+from ..observables.probes import GradNorm, Loss, Sharpness
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.result import RunResult
+from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
 from ..theory.central_flow import CentralFlowResult, central_flow, moving_average
 from ..theory.stability import gd_threshold
-from .base import OUT_OF_REGIME, Check, Experiment, Law, Panel, Series, Verdict, status_from
+from .base import Law
 from .registry import register
 
 ARCH = MLP(width=32, depth=2, activation="tanh")  # 64-32-32-10: 3,466 parameters, cheap enough to integrate the flow
@@ -29,6 +33,19 @@ FINAL_FRACTION = 0.5  # compare over the final half: GD's oscillation needs time
 START_BELOW = 0.9
 REACHED = 0.95
 LOSS_TOL, SIGMA_TOL, SHARPNESS_TOL = 0.10, 0.20, 0.10
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Training examples, GD steps and the step sizes eta (one run and one pair of flows each)."""
+
+    n_train: int
+    steps: int
+    lrs: tuple[float, ...]
+
+
+def _system(s: Setting, lr: float) -> System:
+    return System(ARCH, Digits(n_train=s.n_train, n_test=0), Task("mse"), LearningRule(lr=lr, steps=s.steps, init_scale=INIT_SCALE))
 
 
 @lru_cache(maxsize=8)
@@ -66,37 +83,30 @@ class CentralFlow(Law):
                       f"GD sharpness within {SHARPNESS_TOL:.0%} of the flow's (Cohen et al. 2025; reference tolerances). "
                       f"Gradient flow must miss: loss off by more than {LOSS_TOL:.0%} and sharpness above "
                       f"{1 + SHARPNESS_TOL:g} x 2/eta somewhere in the final part.")
-    # scale -> (n_train, steps, learning rates)
-    settings = {"quick": (300, 600, (0.2,)), "full": (500, 1500, (0.15, 0.2, 0.25))}
+    settings = {"quick": Setting(300, 600, (0.2,)), "full": Setting(500, 1500, (0.15, 0.2, 0.25))}
 
-    def system(self, scale: str, lr: float) -> System:
-        n, steps, _ = self.settings[scale]
-        return System(ARCH, Digits(n_train=n, n_test=0), Task("mse"),
-                      LearningRule(lr=lr, steps=steps, init_scale=INIT_SCALE))
-
-    def experiments(self, scale: str) -> list[Experiment]:
+    def design(self, s: Setting) -> list[Experiment]:
         probes = [Loss(Schedule(every=1)), GradNorm(Schedule(every=1)),
                   Sharpness(Schedule(every=SHARPNESS_EVERY), k=DIRECTIONS)]
-        return [Experiment(f"eta={lr:g}", self.system(scale, lr), probes) for lr in self.settings[scale][2]]
+        return [Experiment({"eta": lr}, _system(s, lr), probes) for lr in s.lrs]
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
-        _, total, lrs = self.settings[scale]
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
         panels = [Panel("Training loss: GD, central flow, gradient flow", "step", "loss", yscale="log"),
                   Panel("Sharpness against 2/eta", "step", "sharpness"),
                   Panel("Oscillation variance sigma^2 (final part)", "step", "sigma^2")]
         numbers = {}
-        for lr in lrs:
+        for lr, run in zip(*runs.sweep("eta")):
             label = f"eta={lr:g}"
-            numbers[label] = self._compare(label, runs[label], *flows(self.system(scale, lr)), lr, total, checks, panels)
+            numbers[label] = self._compare(label, run, *flows(_system(s, lr)), lr, s.steps, checks, panels)
         if any(v is None for v in numbers.values()):
-            status, error = OUT_OF_REGIME, np.nan
+            error = np.nan
             summary = "out of regime: " + ", ".join(label for label, v in numbers.items() if v is None)
         else:
-            status, error = status_from(checks), max(v[0] for v in numbers.values())
+            error = max(v[0] for v in numbers.values())
             summary = "; ".join(f"{label}: loss error {v[0]:.3f}, sigma^2 measured/predicted {v[1]:.3f}, "
                                 f"gradient-flow loss gap {v[2]:.3f}" for label, v in numbers.items())
-        return self.verdict(scale, runs, status=status, metric="max over eta and final windows of |<L_GD> / <L_CF> - 1|",
+        return self.verdict(runs, metric="max over eta and final windows of |<L_GD> / <L_CF> - 1|",
                             error=error, tolerance=LOSS_TOL, summary=summary, checks=checks, panels=panels)
 
     @staticmethod
@@ -118,11 +128,11 @@ class CentralFlow(Law):
         gd_first = _first(sharp_steps, sharp >= REACHED * threshold)
         cf_first = _first(cf.times, cf.sigma2.sum(axis=1) > 0)
         regime = [Check(f"{label}: initial S / (2/eta) (regime)", sharp[0] / threshold, f"< {START_BELOW:g}",
-                        sharp[0] < START_BELOW * threshold),
+                        sharp[0] < START_BELOW * threshold, kind="regime"),
                   Check(f"{label}: GD S first reaches {REACHED:g} x 2/eta at step (regime)", gd_first,
-                        f"< {FINAL_FRACTION * total:g}", gd_first < FINAL_FRACTION * total),
+                        f"< {FINAL_FRACTION * total:g}", gd_first < FINAL_FRACTION * total, kind="regime"),
                   Check(f"{label}: central flow first holds S = 2/eta at step (regime)", cf_first,
-                        f"< {FINAL_FRACTION * total:g}", cf_first < FINAL_FRACTION * total)]
+                        f"< {FINAL_FRACTION * total:g}", cf_first < FINAL_FRACTION * total, kind="regime")]
         checks.extend(regime)
         if not all(c.ok for c in regime):
             return None
@@ -133,11 +143,12 @@ class CentralFlow(Law):
         sharp_ratio = float(np.median(gd_sharp[s_final] / cf.sharpness[at, 0]))
         gf_gap = float(np.max(np.abs(np.interp(centre[final], gf.times, gf.loss) / gd_loss[final] - 1)))
         gf_sharp = float(np.max(gf.sharpness[gf.times >= FINAL_FRACTION * total, 0]) / threshold)
-        checks += [Check(f"{label}: max |<L_GD> / <L_CF> - 1|", loss_error, f"<= {LOSS_TOL:g}", loss_error <= LOSS_TOL),
+        checks += [Check(f"{label}: max |<L_GD> / <L_CF> - 1|", loss_error, f"<= {LOSS_TOL:g}", loss_error <= LOSS_TOL,
+                         headline=True),
                    Check(f"{label}: sigma^2 measured / predicted", sigma_ratio, f"1 +- {SIGMA_TOL:g}",
-                         abs(sigma_ratio - 1) <= SIGMA_TOL),
+                         abs(sigma_ratio - 1) <= SIGMA_TOL, headline=True),
                    Check(f"{label}: median <S_GD> / S_CF", sharp_ratio, f"1 +- {SHARPNESS_TOL:g}",
-                         abs(sharp_ratio - 1) <= SHARPNESS_TOL),
+                         abs(sharp_ratio - 1) <= SHARPNESS_TOL, headline=True),
                    Check(f"{label}: gradient flow max |L_GF / <L_GD> - 1|", gf_gap, f"> {LOSS_TOL:g} (GF misses)",
                          gf_gap > LOSS_TOL),
                    Check(f"{label}: gradient flow max S_GF / (2/eta)", gf_sharp, f"> {1 + SHARPNESS_TOL:g} (GF misses)",

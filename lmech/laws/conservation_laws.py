@@ -2,13 +2,17 @@
 breaks them at O(eta^2) per step."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..store.result import RunResult
-from ..observables.schedule import Schedule
+from ..engine.experiment import Experiment
 from ..observables.probes import Conservation, Loss
+from ..observables.schedule import Schedule
+from ..report.verdict import Check, Panel, Series, Verdict
+from ..store.runs import Runs
 from ..systems import MLP, DeepLinear, Digits, LearningRule, System, Task, WhitenedLinear
-from .base import Check, Experiment, Law, Panel, Series, Verdict, loglog_slope, status_from
+from .base import Law, loglog_slope
 from .registry import register
 
 # network -> (architecture, data, task, gradient-flow time t); t = eta * steps is held fixed across eta
@@ -17,15 +21,19 @@ _NETWORKS = {
                                                             n_train=32, n_test=0), Task("mse"), 2.0),
     "relu": (MLP(width=128, depth=1, activation="relu"), Digits(n_train=256, n_test=0), Task("cross_entropy"), 20.0),
 }
-# step sizes per network: 8x at quick scale, 32x at full scale; eta * s_max <= 0.01 for the linear net
-_LRS = {
-    "quick": {"linear": (2.5e-4, 5e-4, 1e-3, 2e-3), "relu": (0.01, 0.02, 0.04, 0.08)},
-    "full": {"linear": (1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3), "relu": (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)},
-}
 _DRIFT_TOL = 1e-3
 _EXPONENT = 2.0
 _EXPONENT_BAND = 0.1
 _KIND = {"linear": "balancedness", "relu": "neuron_balance"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The step sizes of each network of ``_NETWORKS``, a field per network (spanning 8x at quick scale, 32x at full;
+    eta * s_max <= 0.01 for the linear net)."""
+
+    linear: tuple[float, ...]
+    relu: tuple[float, ...]
 
 
 @register
@@ -46,45 +54,46 @@ class ConservationLaws(Law):
                       "The first-order theory gives p = 2 exactly; O(eta) corrections to the trajectory shift it by a "
                       "few percent over the step range used.")
 
-    def experiments(self, scale: str) -> list[Experiment]:
+    settings = {"quick": Setting(linear=(2.5e-4, 5e-4, 1e-3, 2e-3), relu=(0.01, 0.02, 0.04, 0.08)),
+                "full": Setting(linear=(1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3),
+                                relu=(0.005, 0.01, 0.02, 0.04, 0.08, 0.16))}
+
+    def design(self, s: Setting) -> list[Experiment]:
         out = []
         for net, (arch, data, task, t_end) in _NETWORKS.items():
-            for lr in _LRS[scale][net]:
+            for lr in getattr(s, net):
                 steps = int(round(t_end / lr))
                 rule = LearningRule(lr=lr, steps=steps, dtype="float64")
                 every = Schedule(every=max(steps // 50, 1))
                 probes = [Conservation(every, kind=_KIND[net]), Loss(every)]
-                out.append(Experiment(f"{net} eta={lr:g}", System(arch, data, task, rule), probes))
+                out.append(Experiment({"net": net, "eta": lr}, System(arch, data, task, rule), probes))
         return out
 
-    def evaluate(self, runs: dict[str, RunResult], scale: str) -> Verdict:
+    def judge(self, runs: Runs, s: Setting) -> Verdict:
         checks: list[Check] = []
         titles = {"linear": "Linear net: balancedness drift", "relu": "ReLU MLP: neuron-balance drift"}
         drift_panels = {net: Panel(titles[net], "gradient-flow time t = eta * step", "relative drift", yscale="log")
                         for net in _NETWORKS}
         fit_panel = Panel("Drift at fixed t against step size", "eta", "relative drift at t_end", xscale="log", yscale="log")
-        worst = 0.0
+        exponents = {}
         for net, (*_, t_end) in _NETWORKS.items():
-            kind = _KIND[net]
-            lrs = np.array(_LRS[scale][net])
+            lrs, ordered = runs.where(net=net).sweep("eta")
+            lrs = np.array(lrs)
             finals = []
-            for lr in lrs:
-                run = runs[f"{net} eta={lr:g}"]
-                steps, drift = run.series(f"{kind}/drift")
+            for lr, run in zip(lrs, ordered):
+                steps, drift = run.series(f"{_KIND[net]}/drift")
                 finals.append(drift[-1])
                 drift_panels[net].series.append(Series.of(f"eta={lr:g}", steps[1:] * lr, drift[1:], "measured"))
             finals = np.array(finals)
-            slope = loglog_slope(lrs, finals)
-            exponent = slope + 1.0
-            worst = max(worst, abs(exponent - _EXPONENT))
+            exponent = exponents[net] = loglog_slope(lrs, finals) + 1.0
             fit_panel.series.append(Series.of(f"{net} measured", lrs, finals, "measured", net))
             fit_panel.series.append(Series.of(f"{net} drift ~ eta (p = 2)", lrs, finals[0] * lrs / lrs[0], "theory", net))
             checks.append(Check(f"{net}: drift at eta={lrs[0]:g}, t={t_end:g}", float(finals[0]), f"< {_DRIFT_TOL:g}",
-                                bool(finals[0] < _DRIFT_TOL)))
+                                finals[0] < _DRIFT_TOL))
             checks.append(Check(f"{net}: per-step exponent p (fit over {len(lrs)} step sizes)", float(exponent),
-                                f"{_EXPONENT:g} +- {_EXPONENT_BAND:g}", bool(abs(exponent - _EXPONENT) <= _EXPONENT_BAND)))
-        status = status_from(checks)
-        summary = "; ".join(f"{c.name.split(':')[0]} p = {c.value:.3f}" for c in checks if "exponent" in c.name)
-        return self.verdict(scale, runs, status=status, metric="max |p - 2| over networks (p: per-step drift exponent)",
-                            error=worst, tolerance=_EXPONENT_BAND, summary=summary, checks=checks,
-                            panels=[*drift_panels.values(), fit_panel])
+                                f"{_EXPONENT:g} +- {_EXPONENT_BAND:g}", abs(exponent - _EXPONENT) <= _EXPONENT_BAND,
+                                headline=True))
+        summary = "; ".join(f"{net} p = {p:.3f}" for net, p in exponents.items())
+        return self.verdict(runs, metric="max |p - 2| over networks (p: per-step drift exponent)",
+                            error=max(abs(p - _EXPONENT) for p in exponents.values()), tolerance=_EXPONENT_BAND,
+                            summary=summary, checks=checks, panels=[*drift_panels.values(), fit_panel])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..systems import LearningRule
 from ..theory.stability import gd_threshold
-from ._hover import FINAL_FRACTION, INIT_SCALE, START_BELOW, HoverLaw
+from ._hover import FINAL_FRACTION, INIT_SCALE, START_BELOW, HoverLaw, Setting
 from .registry import register
 
 
@@ -25,8 +25,8 @@ class EdgeOfStability(HoverLaw):
     tolerance_note = (f"Median sharpness over the final {FINAL_FRACTION:.0%} of steps within {tolerance:.0%} of 2/eta, "
                       "for every step size. The self-stabilization picture (Damian et al. 2023) puts the hover at "
                       "2/eta plus an oscillation of a few percent, which the median absorbs.")
-    # scale -> (n_train, steps, learning rates, sharpness every k steps)
-    settings = {"quick": (500, 2500, (0.1, 0.15, 0.2), 20), "full": (1000, 6000, (0.07, 0.1, 0.13, 0.16, 0.2), 10)}
+    settings = {"quick": Setting(500, 2500, (0.1, 0.15, 0.2), 20),
+                "full": Setting(1000, 6000, (0.07, 0.1, 0.13, 0.16, 0.2), 10)}
     threshold_name = "2/eta"
 
     def rule(self, lr: float, steps: int) -> LearningRule:

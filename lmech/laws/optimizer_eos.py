@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..systems import LearningRule
 from ..theory.stability import adam_threshold, heavy_ball_threshold
-from ._hover import FINAL_FRACTION, INIT_SCALE, START_BELOW, HoverLaw
+from ._hover import FINAL_FRACTION, INIT_SCALE, START_BELOW, HoverLaw, Setting
 from .registry import register
 
 _BETA = 0.9
@@ -25,7 +25,7 @@ class MomentumEdgeOfStability(HoverLaw):
     tolerance = 0.10
     tolerance_note = (f"Median sharpness over the final {FINAL_FRACTION:.0%} of steps within {tolerance:.0%} of "
                       "(2 + 2 beta)/eta for every step size (REFERENCE 2.8).")
-    settings = {"quick": (500, 5000, (0.07, 0.1), 25), "full": (1000, 8000, (0.05, 0.07, 0.1), 20)}
+    settings = {"quick": Setting(500, 5000, (0.07, 0.1), 25), "full": Setting(1000, 8000, (0.05, 0.07, 0.1), 20)}
     threshold_name = "(2+2beta)/eta"
 
     def rule(self, lr: float, steps: int) -> LearningRule:
@@ -50,7 +50,8 @@ class AdaptiveEdgeOfStability(HoverLaw):
     tolerance = 0.15
     tolerance_note = (f"Median preconditioned sharpness over the final {FINAL_FRACTION:.0%} of steps within "
                       f"{tolerance:.0%} of 38/eta for every step size (REFERENCE 2.8).")
-    settings = {"quick": (500, 2000, (3e-4, 1e-3, 3e-3), 25), "full": (1000, 8000, (1e-4, 3e-4, 1e-3, 3e-3), 20)}
+    settings = {"quick": Setting(500, 2000, (3e-4, 1e-3, 3e-3), 25),
+                "full": Setting(1000, 8000, (1e-4, 3e-4, 1e-3, 3e-3), 20)}
     metric = "preconditioned_sharpness/0"
     threshold_name = "38/eta"
 
