@@ -87,6 +87,7 @@ def test_failing_law_exits_1_and_report_escapes_text(tmp_path, failing_law, caps
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
     assert "<b>never</b>" not in html and "&lt;b&gt;never&lt;/b&gt;" in html
     assert "data:image/png;base64," in html
+    assert "<b>final loss below zero</b></td><td>claim</td>" in html and "violated: fails the law" in html
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
     assert main(["report", "--out", str(tmp_path)]) == 0
 

@@ -41,7 +41,7 @@ class Law:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         settings = cls.__dict__.get("settings")
-        if settings is None or any("experiments" in c.__dict__ for c in cls.__mro__[:-2]):  # TRANSITIONAL: old laws
+        if settings is None:  # an abstract family base (e.g. the edge-of-stability laws' HoverLaw)
             return
         if set(settings) != set(SCALES):
             raise TypeError(f"law {cls.__name__}: settings must have exactly the scales {SCALES}, got {sorted(settings)}")
@@ -113,10 +113,3 @@ def power_law(x: Any, y: Any, exponent: float) -> np.ndarray:
     return np.exp(np.mean(np.log(y) - exponent * np.log(x))) * x ** exponent
 
 
-
-# TRANSITIONAL (removed once every law is converted): names the unconverted laws still import from here.
-from ..report.verdict import FAIL, INCONCLUSIVE, OUT_OF_REGIME, PASS, Series  # noqa: E402,F401
-
-
-def status_from(checks: list[Check]) -> str:  # TRANSITIONAL
-    return derive_status(checks)

@@ -22,15 +22,21 @@ pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}img{max-width:
 """
 
 
+_VIOLATED = {"claim": "violated: fails the law", "regime": "violated: out of regime",
+             "data": "violated: inconclusive", "info": "not met (reported only)"}
+
+
 def _fmt(x: float) -> str:
     return "nan" if x != x else f"{x:.4g}"
 
 
 def _law_section(v: Verdict) -> str:
     m = v.meta
+    ordered = sorted(v.checks, key=lambda c: not c.headline)  # the law's headline comparisons first
     checks = "".join(
-        f"<tr class='{'pass' if c.ok else 'fail'}'><td>{escape(c.name)}</td><td>{escape(_fmt(c.value))}</td>"
-        f"<td>{escape(c.bound)}</td><td>{'ok' if c.ok else 'violated'}</td></tr>" for c in v.checks)
+        f"<tr class='{'pass' if c.ok else 'fail'}'><td>{'<b>' if c.headline else ''}{escape(c.name)}"
+        f"{'</b>' if c.headline else ''}</td><td>{escape(c.kind)}</td><td>{escape(_fmt(c.value))}</td>"
+        f"<td>{escape(c.bound)}</td><td>{'ok' if c.ok else _VIOLATED[c.kind]}</td></tr>" for c in ordered)
     figure = f"<img alt='{escape(v.law)} figure' src='{figure_data_uri(v.panels)}'>" if v.panels else ""
     configs = escape(json.dumps({"systems": v.systems, "runs": v.runs}, indent=1, sort_keys=True))
     return f"""
@@ -46,7 +52,7 @@ def _law_section(v: Verdict) -> str:
 <dt>Tolerance</dt><dd>{escape(m.get('tolerance', ''))}</dd>
 <dt>Error metric</dt><dd>{escape(v.metric)} = {escape(_fmt(v.error))} (tolerance {escape(_fmt(v.tolerance))})</dd>
 </dl>
-<table><tr><th>check</th><th>value</th><th>bound</th><th></th></tr>{checks}</table>
+<table><tr><th>check</th><th>kind</th><th>value</th><th>bound</th><th></th></tr>{checks}</table>
 <details><summary>Exact configuration ({len(v.systems)} systems)</summary><pre>{configs}</pre></details>
 </section>"""
 
