@@ -3,8 +3,11 @@ import copy
 import pytest
 import torch
 
+from lmech.engine.executor import make_executor
 from lmech.laws import LAWS
 from lmech.runner import run_experiments
+
+_EXECUTOR = make_executor(None, "auto")  # what `lmech check` uses: one single-threaded worker process per core
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +20,7 @@ class _QuickRuns(dict):
     """Quick-scale runs of a law, trained on first use (as ``lmech.check`` trains them) and shared by the session."""
 
     def __missing__(self, law_id):
-        self[law_id] = run_experiments(LAWS[law_id].experiments("quick"))
+        self[law_id] = run_experiments(LAWS[law_id].experiments("quick"), executor=_EXECUTOR)
         return self[law_id]
 
 

@@ -157,6 +157,8 @@ def test_bad_executor_settings_are_one_line_errors(args, message):
 def test_default_executor_follows_the_worker_count():
     assert isinstance(make_executor(None, 1), InProcess)
     assert isinstance(make_executor(None, 2), LocalPool) and make_executor(None, 2).threads == max(os.cpu_count() // 2, 1)
+    auto = make_executor(None, "auto")  # measured faster on the quick atlas: one single-threaded process per core
+    assert (isinstance(auto, LocalPool) and auto.threads == 1) if os.cpu_count() > 1 else isinstance(auto, InProcess)
 
 
 @pytest.mark.slow

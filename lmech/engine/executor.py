@@ -304,7 +304,8 @@ def make_executor(kind: str | None = None, workers: int | str = "auto", address:
 
 
 def auto_workers() -> int:
-    """Workers for ``--workers auto``: one in-process worker using every core (measured faster than two
-    single-threaded processes on the 2-core quick atlas, bench/README.md)."""
-    return 1
+    """Workers for ``--workers auto``: one single-threaded process per core. lmech's networks are small, and on the
+    2-core quick atlas two processes with one thread each took 318 s against 436 s for one process with two
+    threads (bench/README.md, "Executors"); a 1-core machine gets one in-process worker."""
+    return max(os.cpu_count() or 1, 1)
 
