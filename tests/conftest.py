@@ -38,3 +38,17 @@ def distorted(runs, name_prefix, change):
         run.records = [(s, n, change(key, v) if n.startswith(name_prefix) else v) for s, n, v in run.records]
         run.arrays = [(s, n, change(key, a) if n.startswith(name_prefix) else a) for s, n, a in run.arrays]
     return out
+
+
+# Quick-scale sweeps of about a hundred runs each (about 40 s apiece on 2 cores): their law tests run in CI's second
+# stage (`make test-slow`, marked slow), which keeps the default suite under 5 minutes.
+_SLOW_LAWS = ("mup-lr-transfer", "transformer-mup-transfer", "depth-mup-transfer")
+_SLOW_LAW_FILES = ("test_mup_transfer_law.py", "test_transformer_transfer_law.py", "test_depth_transfer_law.py")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "quick_runs" not in getattr(item, "fixturenames", ()):
+            continue
+        if item.path.name in _SLOW_LAW_FILES or any(f"[{law}]" in item.nodeid for law in _SLOW_LAWS):
+            item.add_marker(pytest.mark.slow)

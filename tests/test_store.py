@@ -66,6 +66,7 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         Store(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, sig):
     out = tmp_path / "out"
