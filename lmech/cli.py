@@ -22,7 +22,7 @@ from .observables.schedule import Schedule
 from .report import write_report
 from .runner import check, run_experiments
 from .store import Store
-from .sweep import sweep
+from .sweep import sweep_experiments
 from .systems.system import System
 
 DB_NAME, REPORT_NAME = "lmech.db", "report.html"
@@ -175,18 +175,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                          + (f"unknown: {sorted(unknown)}" if unknown else "missing one"))
     check_device(args.device)
     executor = _executor(args)
-    total = 1
-    for values in spec["axes"].values() if isinstance(spec["axes"], dict) else ():
-        total *= len(values) if isinstance(values, list) else 1
+    experiments = sweep_experiments(spec["base"], spec["axes"], spec.get("probes"))
     arrived = []
 
     def on_run(result) -> None:
         arrived.append(result.run_id)
-        _bar(len(arrived), total)
+        _bar(len(arrived), len(experiments))
 
     with Store(Path(args.out) / DB_NAME) as store:
-        runs = sweep(spec["base"], spec["axes"], spec.get("probes"), store=store, executor=executor,
-                     force=args.force, device=args.device, on_run=on_run)
+        runs = run_experiments(experiments, store, executor=executor, force=args.force, device=args.device,
+                               on_run=on_run)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     table = runs.table()

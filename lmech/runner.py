@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 
 from .engine.executor import Executor, InProcess, Task, plan_tasks
 from .engine.experiment import Experiment
-from .engine.trainer import run_id
 from .laws.base import SCALES, Law
 from .laws.registry import get_law
 from .report.verdict import Verdict
@@ -32,7 +31,7 @@ def _execute(experiments: Sequence[Experiment], store: Store | None, executor: E
     results: dict[str, RunResult] = {}
     todo: dict[str, Experiment] = {}
     for exp in experiments:
-        rid = run_id(exp.system, exp.probes)
+        rid = exp.run_id
         if rid in results or rid in todo:
             continue
         cached = store.load_run(rid) if store is not None and not force else None
@@ -42,9 +41,8 @@ def _execute(experiments: Sequence[Experiment], store: Store | None, executor: E
                 progress(f"  {exp.label}: reused stored run {rid}")
         else:
             todo[rid] = exp
-    for result in list(results.values()):
-        if on_run:
-            on_run(result)
+    for result in list(results.values()) if on_run else ():
+        on_run(result)
     tasks = plan_tasks(list(todo.values()), batched=batched)
     started = time.perf_counter()
 
@@ -81,7 +79,7 @@ def run_experiments(experiments: Sequence[Experiment], store: Store | None = Non
     """
     results = _execute(experiments, store, executor, force=force, device=device, batched=batched, progress=progress,
                        step_progress=step_progress, on_run=on_run)
-    return Runs((exp.key, results[run_id(exp.system, exp.probes)]) for exp in experiments)
+    return Runs((exp.key, results[exp.run_id]) for exp in experiments)
 
 
 def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = None, *, force: bool = False,
@@ -95,12 +93,12 @@ def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = No
     one_of("scale", scale, SCALES)
     laws = [get_law(i) for i in dict.fromkeys(law_ids)]
     plans = {law.id: law.experiments(scale) for law in laws}
-    waiting = {law.id: {run_id(e.system, e.probes) for e in plans[law.id]} for law in laws}
+    waiting = {law.id: {e.run_id for e in plans[law.id]} for law in laws}
     verdicts: dict[str, Verdict] = {}
     arrived: dict[str, RunResult] = {}
 
     def judge(law: Law) -> None:
-        runs = Runs((e.key, arrived[run_id(e.system, e.probes)]) for e in plans[law.id])
+        runs = Runs((e.key, arrived[e.run_id]) for e in plans[law.id])
         verdict = law.evaluate(runs, scale)
         verdicts[law.id] = verdict
         if store is not None:

@@ -128,7 +128,7 @@ def test_a_killed_worker_is_retried_once_and_the_store_stays_intact(tmp_path):
         assert all(r["outcome"] == "completed" and r["status"] == "finished" for r in store.runs())
         assert max(t.attempts for t in finished) == 2  # lost once, retried once
         for e in exps:
-            assert store.load_run(Task([e]).run_ids[0]).last("loss/train") < 1.0
+            assert store.load_run(e.run_id).last("loss/train") < 1.0
 
 
 def test_a_run_that_raises_is_an_error_outcome_and_the_law_inconclusive(tmp_path):

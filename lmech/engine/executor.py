@@ -24,9 +24,10 @@ import torch
 from ..store.result import ERROR, RunResult
 from .experiment import Experiment
 from .sweep import MAX_GROUP, batch_key, train_group
-from .trainer import run_id, train, versions
+from .trainer import train, versions
 
 Done = Callable[["Task", list[RunResult]], None]
+_CURVATURE_PROBES = frozenset({"sharpness", "hessian_trace", "hessian_density", "noise_scale", "kernels", "nfa"})
 EXECUTORS = ("inprocess", "pool", "ray")
 
 
@@ -38,10 +39,6 @@ class Task:
     experiments: list[Experiment]
     cost: float = 0.0
     attempts: int = field(default=0, compare=False)
-
-    @property
-    def run_ids(self) -> list[str]:
-        return [run_id(e.system, e.probes) for e in self.experiments]
 
     @property
     def label(self) -> str:
@@ -57,8 +54,7 @@ def estimated_cost(exp: Experiment) -> float:
     n = data.n_train
     rows = min(rule.batch_size or n, n)
     layer = float(arch.width) ** 2 * max(getattr(arch, "depth", 1), 1) + 64.0 * arch.width
-    heavy = {"sharpness", "hessian_trace", "hessian_density", "noise_scale", "kernels", "feature_ansatz"}
-    measure = sum(len(p.schedule.steps(rule.steps)) * (20.0 if p.name in heavy else 1.0) for p in exp.probes)
+    measure = sum(len(p.schedule.steps(rule.steps)) * (20.0 if p.name in _CURVATURE_PROBES else 1.0) for p in exp.probes)
     return layer * (rule.steps * rows + measure * n)
 
 
@@ -68,7 +64,7 @@ def plan_tasks(experiments: Sequence[Experiment], *, batched: bool = True) -> li
     groups: dict[object, list[Experiment]] = {}
     for exp in experiments:
         key = batch_key(exp) if batched else None
-        groups.setdefault(key if key is not None else ("alone", run_id(exp.system, exp.probes)), []).append(exp)
+        groups.setdefault(key if key is not None else ("alone", exp.run_id), []).append(exp)
     tasks = [Task(chunk, sum(estimated_cost(e) for e in chunk) / max(len(chunk) ** 0.5, 1))
              for members in groups.values() for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP))]
     return sorted(tasks, key=lambda t: -t.cost)
@@ -97,7 +93,7 @@ def run_task(experiments: Sequence[Experiment], device: str = "cpu", threads: in
 
 def error_results(experiments: Sequence[Experiment], message: str, detail: str = "") -> list[RunResult]:
     """One ``"error"`` :class:`RunResult` per experiment, carrying ``message`` (and a short traceback in ``info``)."""
-    return [RunResult(run_id(e.system, e.probes), e.system, [p.to_dict() for p in e.probes], outcome=ERROR,
+    return [RunResult(e.run_id, e.system, [p.to_dict() for p in e.probes], outcome=ERROR,
                       versions=versions(), error=message, info={"traceback": detail} if detail else {})
             for e in experiments]
 
@@ -169,30 +165,11 @@ class LocalPool(Executor):
         running: dict[Future, Task] = {}
         try:
             while queue or running:
-                broken = False
-                while queue and len(running) < 2 * self.workers and not broken:  # each worker busy, the rest here
-                    task = queue.pop(0)
-                    try:
-                        future = pool.submit(run_task, task.experiments, device, self.threads)
-                    except BrokenProcessPool:  # a worker died while idle: the task never started
-                        queue.insert(0, task)
-                        broken = True
-                        break
-                    task.attempts += 1
-                    running[future] = task
+                broken = not self._fill(pool, queue, running, device)
                 if not broken:
                     finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for future in finished:
-                        task = running.pop(future)
-                        try:
-                            results = future.result()
-                        except BrokenProcessPool:
-                            broken = True
-                            self._retry(task, queue, done)
-                            continue
-                        except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
-                            results = error_results(task.experiments, f"{type(exc).__name__}: {exc}")
-                        done(task, results)
+                        broken |= self._finish(future, running.pop(future), queue, done)
                 if broken:  # every task still in flight was lost with the pool: retry them in a fresh one
                     for task in running.values():
                         self._retry(task, queue, done)
@@ -202,6 +179,31 @@ class LocalPool(Executor):
         except BaseException:  # interrupted: stop the workers, keep what the driver already stored
             self.close()
             raise
+
+    def _fill(self, pool: ProcessPoolExecutor, queue: list[Task], running: dict[Future, Task], device: str) -> bool:
+        """Submit queued tasks until each worker has two; ``False`` when the pool is broken (a worker died while
+        idle: the task never started and stays queued)."""
+        while queue and len(running) < 2 * self.workers:
+            try:
+                future = pool.submit(run_task, queue[0].experiments, device, self.threads)
+            except BrokenProcessPool:
+                return False
+            task = queue.pop(0)
+            task.attempts += 1
+            running[future] = task
+        return True
+
+    def _finish(self, future: Future, task: Task, queue: list[Task], done: Done) -> bool:
+        """Hand a finished task's results to ``done``; ``True`` when its worker died (the task is retried)."""
+        try:
+            results = future.result()
+        except BrokenProcessPool:
+            self._retry(task, queue, done)
+            return True
+        except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
+            results = error_results(task.experiments, f"{type(exc).__name__}: {exc}")
+        done(task, results)
+        return False
 
     @staticmethod
     def _retry(task: Task, queue: list[Task], done: Done) -> None:
@@ -257,7 +259,6 @@ class Ray(Executor):
                 try:
                     results = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # worker crashed twice, or the node was lost
-                    task.attempts += 1
                     results = error_results(task.experiments, f"Ray lost this task twice: {type(exc).__name__}: "
                                             f"{str(exc).splitlines()[0] if str(exc) else ''}")
                 done(task, results)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from ..observables.probes import Probe
 from ..store.runs import Key, make_key
 from ..systems.system import System
+from .trainer import run_id
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,9 @@ class Experiment:
         """``"width=256 seed=1"``: the key as text, for progress lines and the report."""
         return self.key.label
 
-
-def replace_key(exp: Experiment, **changes: Any) -> Experiment:
-    """``exp`` with some key fields changed or added (the system and probes unchanged)."""
-    return Experiment({**exp.key, **changes}, exp.system, exp.probes)
+    @cached_property
+    def run_id(self) -> str:
+        """The content hash of the system and probes (:func:`lmech.engine.trainer.run_id`), computed once."""
+        return run_id(self.system, self.probes)
 
 

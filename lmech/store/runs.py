@@ -16,13 +16,14 @@ from .result import RunResult
 class Key(Mapping[str, Any]):
     """An immutable, hashable, ordered mapping of key fields to plain values (numbers, strings, tuples)."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_hash")
 
     def __init__(self, items: Iterable[tuple[str, Any]] = ()) -> None:
         pairs = tuple((str(k), _plain(k, v)) for k, v in items)
         if len({k for k, _ in pairs}) != len(pairs):
             raise ValueError(f"key fields repeat: {[k for k, _ in pairs]}")
         self._items = pairs
+        self._hash = hash(frozenset(pairs))  # keys are looked up often (Runs, the driver's bookkeeping)
 
     def __getitem__(self, name: str) -> Any:
         for k, v in self._items:
@@ -37,7 +38,7 @@ class Key(Mapping[str, Any]):
         return len(self._items)
 
     def __hash__(self) -> int:
-        return hash(frozenset(self._items))
+        return self._hash
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mapping) and dict(self._items) == dict(other)
