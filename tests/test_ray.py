@@ -59,10 +59,11 @@ def test_multi_law_check_through_ray_matches_in_process(cluster, tmp_path):
 
 
 def test_a_killed_ray_worker_is_retried_and_the_store_is_intact(cluster, tmp_path):
-    exps = [Experiment({"lr": lr}, _system(lr, width=128, steps=1500), [Loss(Schedule(every=100)),
-                                                                         Sharpness(Schedule(at=(0,)))])
+    # two runs of a few seconds each; one worker is killed half a second into its task, which Ray then reruns
+    exps = [Experiment({"lr": lr}, _system(lr, width=128, steps=10000), [Loss(Schedule(every=1000)),
+                                                                          Sharpness(Schedule(at=(0,)))])
             for lr in (0.01, 0.02)]
-    killed: list[int] = []
+    killed: list[tuple[int, float]] = []
 
     def kill_one_busy_worker() -> None:
         deadline = time.time() + 120
@@ -70,17 +71,22 @@ def test_a_killed_ray_worker_is_retried_and_the_store_is_intact(cluster, tmp_pat
             pids = _ray_task_pids()
             if pids:
                 time.sleep(0.5)  # let it get into training
-                os.kill(pids[0], signal.SIGKILL)
-                killed.append(pids[0])
+                if pids[0] in _ray_task_pids():  # still running its task: kill it mid-run
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append((pids[0], time.perf_counter()))
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
-    killer.start()
     with Store(tmp_path / "k.db") as store:
+        start = time.perf_counter()
+        killer.start()
         runs = run_experiments(exps, store, executor=Ray(workers=2))
+        elapsed = time.perf_counter() - start
         killer.join()
         assert killed, "no busy Ray worker was found to kill"
         assert all(r.outcome == "completed" for r in runs.values())  # the killed task was retried and finished
+        # the retried run started over after the kill: the whole call outlasts the kill plus a full run
+        assert elapsed >= killed[0][1] - start + min(r.wall_time for r in runs.values())
         rows = store.runs()
         assert len(rows) == 2 and all(r["status"] == "finished" for r in rows)
         for key, run in runs.items():
