@@ -53,18 +53,29 @@ def _lmech(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "lmech", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_usage_and_config_errors_exit_2_with_one_line(tmp_path):
+def _main(capsys, *args):
+    """``lmech ARGS`` in this process (as the console script runs it): ``(exit code, stderr)``."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_usage_and_config_errors_exit_2_with_one_line(tmp_path, capsys):
     for args in (["check", "no-such-law", "--out", str(tmp_path)], ["check", "--out", str(tmp_path)],
                  ["report", "--out", str(tmp_path / "empty")]):
-        r = _lmech(*args)
-        assert r.returncode == 2, args
-        assert r.stderr.count("\n") == 1 and r.stderr.startswith("lmech: error:") and "Traceback" not in r.stderr
+        code, err = _main(capsys, *args)
+        assert code == 2, args
+        assert err.count("\n") == 1 and err.startswith("lmech: error:") and "Traceback" not in err
+    assert _main(capsys, "bogus-command")[0] == 2
+    # the installed entry point, in a process of its own
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"architecture": {"kind": "mlp", "width": 8, "activation": "swish"},
                                "data": {"kind": "digits"}, "task": {"loss": "mse"}, "rule": {"lr": 0.1, "steps": 5}}))
     r = _lmech("run", str(bad), "--out", str(tmp_path))
-    assert r.returncode == 2 and "architecture.activation='swish'" in r.stderr and "Traceback" not in r.stderr
-    assert _lmech("bogus-command").returncode == 2
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert "architecture.activation='swish'" in r.stderr
 
 
 def test_list_and_run(tmp_path, capsys):
@@ -81,7 +92,7 @@ def test_list_and_run(tmp_path, capsys):
 
 
 def test_failing_law_exits_1_and_report_escapes_text(tmp_path, failing_law, capsys):
-    assert main(["check", failing_law, "--out", str(tmp_path)]) == 1
+    assert main(["check", failing_law, "--out", str(tmp_path), "--workers", "1"]) == 1
     assert "FAIL" in capsys.readouterr().out
     html = (tmp_path / "report.html").read_text()
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
@@ -108,10 +119,11 @@ def test_verdict_round_trip_through_json():
     # (test_ray_missing_says_how_to_install), so the unreachable-address case runs there.
     pytest.param(["--executor", "ray", "--address", "127.0.0.1:1"], "no Ray cluster reachable", marks=pytest.mark.slow),
 ])
-def test_bad_device_and_executor_flags_are_one_line_exit_2(tmp_path, args, message):
-    r = _lmech("check", "dln-saxe-modes", "--out", str(tmp_path), *args)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+def test_bad_device_and_executor_flags_are_one_line_exit_2(tmp_path, capsys, args, message):
+    code, err = _main(capsys, "check", "dln-saxe-modes", "--out", str(tmp_path), *args)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "lmech.db").exists()  # refused before anything was trained or stored
 
 
 def test_ray_missing_says_how_to_install(monkeypatch):
