@@ -170,9 +170,9 @@ def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
     import time as clock
 
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"base": _system(0.05, width=64, steps=300).to_dict(),
+    grid.write_text(json.dumps({"base": _system(0.05, width=64, steps=3000).to_dict(),  # about 1 s per run
                                 "axes": {"rule.lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]},
-                                "probes": [{"name": "grad_norm", "schedule": {"every": 50}}]}))  # not batchable
+                                "probes": [{"name": "grad_norm", "schedule": {"every": 500}}]}))  # not batchable
     cmd = [sys.executable, "-m", "lmech", "sweep", str(grid), "--out", str(tmp_path), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "lmech.db"
@@ -188,7 +188,7 @@ def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
     assert 2 <= len(stored) < 6, "the sweep finished before it could be killed; make its runs longer"
     with Store(db) as store:
         kept = [r["run_id"] for r in store.runs() if r["status"] == "finished"]
-        assert all(store.load_run(rid).series("grad_norm")[1].size == 7 for rid in kept)  # steps 0, 50, ..., 300
+        assert all(store.load_run(rid).series("grad_norm")[1].size == 7 for rid in kept)  # steps 0, 500, ..., 3000
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     with Store(db) as store:
