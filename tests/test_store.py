@@ -71,9 +71,11 @@ def test_not_a_database_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, sig):
     out = tmp_path / "out"
-    # critical-batch-size: 36 runs (about 7 s on two workers), so the check is still training when it is interrupted
-    law = "critical-batch-size"
-    cmd = [sys.executable, "-m", "lmech", "check", law, "--quick", "--out", str(out)]
+    # two laws, 48 runs (about 17 s on two workers; about 11 s of it still to go after the first two runs), so the
+    # check is still training when it is interrupted
+    laws = ["critical-batch-size", "sgd-linear-scaling"]
+    total = len({e.run_id for law in laws for e in LAWS[law].experiments("quick")})
+    cmd = [sys.executable, "-m", "lmech", "check", *laws, "--quick", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = out / "lmech.db"
     deadline = time.time() + 120
@@ -89,18 +91,20 @@ def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, s
     assert proc.poll() is None, "the check finished before it could be interrupted"
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130
-        assert "every finished run is stored" in proc.stderr.read()
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         orphans = con.execute("SELECT COUNT(*) FROM metrics WHERE run_id NOT IN (SELECT id FROM runs)").fetchone()[0]
-    assert 2 <= stored < len(LAWS[law].experiments("quick")) and orphans == 0  # interrupted mid-check
+    if sig == signal.SIGINT:
+        err = proc.stderr.read()
+        assert proc.returncode == 130, f"{stored}/{total} runs stored; stderr ends: {err[-2000:]}"
+        assert "every finished run is stored" in err
+    assert 2 <= stored < total and orphans == 0  # interrupted mid-check
     with Store(db) as store:
         for row in store.runs():
             run = store.load_run(row["run_id"])
-            assert isinstance(run, RunResult) and run.outcome == "completed" and len(run.records) == row["metrics"]
+            assert isinstance(run, RunResult) and run.outcome in ("completed", "diverged")
+            assert len(run.records) == row["metrics"]
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stderr.count("reused stored run") >= stored
