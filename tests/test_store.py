@@ -76,7 +76,10 @@ def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, s
     laws = ["critical-batch-size", "sgd-linear-scaling"]
     total = len({e.run_id for law in laws for e in LAWS[law].experiments("quick")})
     cmd = [sys.executable, "-m", "lmech", "check", *laws, "--quick", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: SIGINT at its default disposition in the child, even when this test runs where it is
+    # ignored (a background job of a non-interactive shell), which Python would otherwise inherit and keep
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = out / "lmech.db"
     deadline = time.time() + 120
     finished = 0
