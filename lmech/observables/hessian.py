@@ -1,21 +1,62 @@
-"""Hessian-vector products of a loss with respect to a model's parameters, with a matvec counter."""
+"""Hessian-vector products of a loss with respect to a model's parameters, with a matvec counter.
+
+Forward-over-reverse products need forward-mode AD through the loss's backward formula, which PyTorch lacks for
+some standard losses (``nn.HuberLoss``: "Trying to use forward AD with huber_loss_backward"; ``nn.MSELoss`` with
+mean reduction: "ZeroTensors are immutable", torch 2.x). Every forward-over-reverse path here falls back to
+reverse-over-reverse, which needs only double backward, when forward AD is missing.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torch.func import grad, jvp
+from torch.func import grad, jacrev, jvp, vjp, vmap
 
 from ._params import FlatParams, LossFn, loss_of_params
+
+_FORWARD_AD_MESSAGES = ("forward AD", "forward-mode", "ZeroTensors are immutable")
+
+
+def _forward_ad_missing(exc: Exception) -> bool:
+    """Whether ``exc`` says that forward-mode AD is not available for an operation (not a genuine error)."""
+    return isinstance(exc, NotImplementedError) or any(m in str(exc) for m in _FORWARD_AD_MESSAGES)
+
+
+def hvp_rows(loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, vectors: torch.Tensor,
+             chunk_size: int = 8) -> torch.Tensor:
+    """Rows ``H v`` of the Hessian of ``loss`` at ``theta`` for each row ``v`` of ``vectors``, ``chunk_size`` at a
+    time: ``vmap`` of forward-over-reverse ``jvp(grad L)``, or of reverse-over-reverse ``vjp(grad L)`` (``H`` is
+    symmetric, so ``v^T H = (H v)^T``) where the loss has no forward-mode derivative."""
+    grad_loss = grad(loss)
+
+    def forward(block: torch.Tensor) -> torch.Tensor:
+        return vmap(lambda v: jvp(grad_loss, (theta,), (v,))[1])(block)
+
+    def reverse(block: torch.Tensor) -> torch.Tensor:
+        return vmap(vjp(grad_loss, theta)[1])(block)[0]
+
+    product = forward
+    rows = []
+    for i in range(0, len(vectors), chunk_size):
+        block = vectors[i:i + chunk_size]
+        try:
+            rows.append(product(block))
+        except (NotImplementedError, RuntimeError) as exc:
+            if product is reverse or not _forward_ad_missing(exc):
+                raise
+            product = reverse
+            rows.append(product(block))
+    return torch.cat(rows) if rows else vectors.new_zeros(0, theta.numel())
 
 
 class HessianOperator:
     """The Hessian ``H = d^2 L / d theta^2`` of ``loss_fn(model(x), y)`` as a linear operator on flat vectors.
 
-    Products ``H v`` (Pearlmutter 1994) are computed forward-over-reverse,
-    ``jvp(grad(L), (theta,), (v,))``, or reverse-over-reverse through a gradient graph built once
-    and reused (``method="rev-rev"``, cheaper per product when many products are taken at one point).
+    Products ``H v`` (Pearlmutter 1994) are computed reverse-over-reverse through a gradient graph built once and
+    reused (``method="rev-rev"``, the default: cheaper per product when many products are taken at one point), or
+    forward-over-reverse, ``jvp(grad(L), (theta,), (v,))`` (``"fwd-rev"``; where the loss has no forward-mode
+    derivative the operator switches to ``"rev-rev"`` and says so in :attr:`method`).
     ``matvecs`` counts products. ``params`` (parameter names) restricts ``theta`` to those parameters:
     the Hessian's diagonal block for, e.g., one layer (the others held fixed).
     """
@@ -28,7 +69,7 @@ class HessianOperator:
         self.method = method
         self.matvecs = 0
         self._loss = loss_of_params(model, loss_fn, x, y, self.flat)
-        self._theta = self.flat.vector.clone().requires_grad_(method == "rev-rev")
+        self._theta = self.flat.vector.clone().requires_grad_(True)
         self._grad: torch.Tensor | None = None
 
     @property
@@ -46,17 +87,29 @@ class HessianOperator:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         self.matvecs += 1
         if self.method == "fwd-rev":
-            return jvp(grad(self._loss), (self.flat.vector,), (v,))[1]
+            try:
+                return jvp(grad(self._loss), (self.flat.vector,), (v,))[1]
+            except (NotImplementedError, RuntimeError) as exc:
+                if not _forward_ad_missing(exc):
+                    raise
+                self.method = "rev-rev"
         if self._grad is None:
             with torch.enable_grad():
                 self._grad = torch.autograd.grad(self._loss(self._theta), self._theta, create_graph=True)[0]
         return torch.autograd.grad(self._grad, self._theta, v, retain_graph=True)[0]
 
     def dense(self) -> torch.Tensor:
-        """The explicit ``P x P`` Hessian (``torch.func.hessian``); for small models and tests only."""
-        return torch.func.hessian(self._loss)(self.flat.vector)
+        """The explicit ``P x P`` Hessian (``torch.func.hessian``, or ``jacrev(jacrev)`` where the loss has no
+        forward-mode derivative); for small models and tests only."""
+        try:
+            return torch.func.hessian(self._loss)(self.flat.vector)
+        except (NotImplementedError, RuntimeError) as exc:
+            if not _forward_ad_missing(exc):
+                raise
+            return jacrev(jacrev(self._loss))(self.flat.vector)
 
 
 def hvp(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One Hessian-vector product ``H v`` for a flat vector ``v`` (forward-over-reverse)."""
+    """One Hessian-vector product ``H v`` for a flat vector ``v`` (forward-over-reverse, or reverse-over-reverse
+    where the loss has no forward-mode derivative)."""
     return HessianOperator(model, loss_fn, x, y, method="fwd-rev").matvec(v)

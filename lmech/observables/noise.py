@@ -14,11 +14,12 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vmap
+from torch.func import functional_call, grad, vmap
 
 from ..systems._validate import positive_int
 from ..systems.networks import Dense
 from ._params import FlatParams, LossFn, loss_of_params
+from .hessian import hvp_rows
 
 
 @dataclass(frozen=True)
@@ -166,16 +167,23 @@ def _jackknife_b_simple(norms: torch.Tensor, dots: torch.Tensor, gbar_sq: float)
     return float(((m / n) * (b - b.mean()).pow(2).sum()).sqrt())
 
 
-def _hvps(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, vectors: torch.Tensor,
-          chunk_size: int) -> torch.Tensor:
-    """Rows ``H v`` of the full-batch Hessian for each row ``v``: ``vmap`` of forward-over-reverse ``jvp(grad L)``."""
-    flat = FlatParams(model)
-    grad_loss = grad(loss_of_params(model, loss_fn, x, y, flat))
-
-    def hvp(v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad_loss, (flat.vector,), (v,))[1]
-
-    return torch.cat([vmap(hvp)(vectors[i:i + chunk_size]) for i in range(0, len(vectors), chunk_size)])
+def _mean_over_examples(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> LossFn:
+    """``loss_fn`` when ``loss_fn(model(x), y)`` is the mean of the per-example losses ``loss_fn(model(x_i), y_i)``,
+    ``loss_fn / n`` when it is their sum (``reduction="sum"``); a ``ValueError`` for any other reduction (class
+    weights, a mean over a different axis), which the noise-scale estimators cannot undo. One forward pass."""
+    with torch.no_grad():
+        out = model(x)
+        full = float(loss_fn(out, y))
+        per = vmap(lambda o, t: loss_fn(o[None], t[None]))(out, y)
+    mean = float(per.double().mean())
+    n = len(x)
+    if abs(full - mean) <= 1e-4 * max(abs(mean), 1e-12) or (full == 0 and mean == 0):
+        return loss_fn
+    if abs(full - n * mean) <= 1e-4 * n * abs(mean):
+        return lambda output, target: loss_fn(output, target) / len(output)
+    raise ValueError(f"loss_fn(model(x), y) = {full:.6g} is neither the mean ({mean:.6g}) nor the sum of the {n} "
+                     "per-example losses; the noise scale needs a loss that averages over examples: use "
+                     "reduction='mean' (or 'sum') without class weights")
 
 
 def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
@@ -183,7 +191,8 @@ def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: 
                          hvp_chunk_size: int = 8, seed: int = 0) -> NoiseScaleEstimate:
     """``B_simple = tr Sigma / |G|^2`` and ``B_noise = tr(H Sigma) / (G^T H G)`` from the ``n`` examples ``(x, y)``.
 
-    ``loss_fn`` must be a mean over examples, so the full-batch gradient is the mean of the per-example gradients
+    ``loss_fn`` is a mean over examples (a sum, ``reduction="sum"``, is detected and divided by ``n``; any other
+    reduction is refused), so the full-batch gradient is the mean of the per-example gradients
     ``g_i`` (``vmap(grad)`` over chunks of ``chunk_size`` examples; memory ``chunk_size x P``). The examples are
     taken as i.i.d. draws from a data distribution; ``G`` is the gradient of the expected loss under it and
     ``Sigma`` the covariance of ``g_i``. The estimators are unbiased
@@ -207,6 +216,7 @@ def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: 
         raise ValueError(f"x and y must hold the same number n >= 3 of examples (unbiased estimates and their "
                          f"jackknife error need n >= 3); got len(x)={n}, len(y)={len(y)}")
     positive_int("hessian_samples", hessian_samples, minimum=2)
+    loss_fn = _mean_over_examples(model, loss_fn, x, y)
     positive_int("hvp_chunk_size", hvp_chunk_size)
     m = min(hessian_samples, n) if hessian else 0
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:m].sort().values
@@ -219,7 +229,8 @@ def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: 
     if not hessian:
         return NoiseScaleEstimate(trace_sigma / grad_sq, stderr, nan, trace_sigma, grad_sq, nan, nan, nan, n, 0)
     vectors = torch.cat([centred, gbar[None]]).to(x.dtype)
-    hv = _hvps(model, loss_fn, x, y, vectors, hvp_chunk_size).double()
+    flat = FlatParams(model)
+    hv = hvp_rows(loss_of_params(model, loss_fn, x, y, flat), flat.vector, vectors, hvp_chunk_size).double()
     quad = (vectors.double() * hv).sum(1)
     q = quad[:m]
     trace_h_sigma = float(q.mean()) * n / (n - 1)
