@@ -17,6 +17,8 @@ from .base import Law
 from .registry import register
 
 _TOL = 0.10
+_LOWER, _UPPER = 1.0, 2.0  # predicted thresholds in units of 2/S0: eta = 2/S0 (catapult) and 4/S0 (divergence)
+_S0_TOL = 0.10  # regime: measured initial sharpness within 10% of the infinite-width NTK's lambda0
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,23 @@ def _classify(run: RunResult) -> str:
     return "catapult" if np.max(loss[1:]) > loss[0] else "monotone"
 
 
+def _threshold(name: str, x: np.ndarray, below: np.ndarray, predicted: float) -> tuple[float, Check]:
+    """The located threshold (:func:`_boundary`) and its check against ``predicted`` (relative tolerance ``_TOL``).
+
+    A threshold not found inside the grid lies beyond its edge: a ``fail`` when that edge is already outside the
+    tolerance band (the grid spans the band, so the threshold is off by more than the tolerance), ``inconclusive``
+    (a ``data`` check) when the grid stops inside the band."""
+    value, _ = _boundary(x, below)
+    band = f"{predicted:g} +- {_TOL * predicted:g}"
+    if np.isfinite(value):
+        return value, Check(name, value, band, abs(value / predicted - 1) <= _TOL, headline=True)
+    edge = float(x.max() if below.all() else x.min())
+    side = ">" if below.all() else "<"
+    decided = edge >= predicted * (1 + _TOL) if below.all() else edge <= predicted * (1 - _TOL)
+    return float("nan"), Check(f"{name}: not inside the grid, so {side} {edge:.3f}", edge, band, False,
+                               kind="claim" if decided else "data", headline=True)
+
+
 def _boundary(x: np.ndarray, below: np.ndarray) -> tuple[float, bool]:
     """Geometric midpoint between the last ``x`` where ``below`` holds and the first where it does not, and
     whether the split is clean (all ``below`` first)."""
@@ -76,8 +95,10 @@ class Catapult(Law):
                 "(eta_max = 4/lambda0 for the two-layer linear model; about 12/lambda0 for ReLU networks)")
     regime = ("Wide one-hidden-layer linear network in NTK parameterization, no biases, half-MSE with the 1/(2n) "
               "reduction, full batch; the step-size grid is placed in units of 2/lambda0 of the infinite-width NTK, "
-              "and the thresholds are compared with the measured initial sharpness S0. The three phases must occur "
-              "in order along eta (otherwise out-of-regime).")
+              "and the thresholds are compared with the measured initial sharpness S0, which must lie within "
+              f"{_S0_TOL:.0%} of lambda0 (a wide network; otherwise out-of-regime). Phases out of order along eta, "
+              "or a threshold outside the grid while the grid spans its tolerance band, fail the law (changed in "
+              "issue 13: both read as out-of-regime before).")
     divergence_predicted = True  # above 4/lambda0 divergence is the predicted outcome, not a failed run
     tolerance_note = (f"Located thresholds (geometric midpoints between neighbouring grid points) within {_TOL:.0%} "
                       "of 2/S0 and 4/S0; every catapult run ends with sharpness below 2/eta.")
@@ -100,16 +121,19 @@ class Catapult(Law):
         s0 = float(np.median([r.series("sharpness/0")[1][0] for r in ordered]))
         x = lrs * s0 / 2  # eta in units of 2/S0: the catapult band is (1, 2)
         phase = np.array([_classify(r) for r in ordered])
-        lower, clean_lower = _boundary(x, phase == "monotone")
-        upper, clean_upper = _boundary(x, phase != "diverged")
+        lambda0 = 2 * grid[0] / lrs[0]
+        lower, lower_check = _threshold("lower threshold eta S0 / 2 (monotone -> catapult)", x, phase == "monotone",
+                                        _LOWER)
+        upper, upper_check = _threshold("upper threshold eta S0 / 2 (catapult -> diverged)", x, phase != "diverged",
+                                        _UPPER)
+        in_order = bool(_boundary(x, phase == "monotone")[1] and _boundary(x, phase != "diverged")[1]
+                        and (phase == "catapult").any())
         checks = [
-            Check("lower threshold eta S0 / 2 (monotone -> catapult)", lower, f"1 +- {_TOL:g}", abs(lower - 1) <= _TOL,
-                  headline=True),
-            Check("upper threshold eta S0 / 2 (catapult -> diverged)", upper, f"2 +- {2 * _TOL:g}",
-                  abs(upper / 2 - 1) <= _TOL, headline=True),
-            Check("phases in order along eta (monotone, then catapult, then diverged), each present", float(
-                clean_lower and clean_upper and (phase == "catapult").any()), "== 1",
-                bool(clean_lower and clean_upper and (phase == "catapult").any()), kind="regime"),
+            lower_check, upper_check,
+            Check("phases in order along eta (monotone, then catapult, then diverged), each present", float(in_order),
+                  "== 1", in_order),
+            Check("measured initial sharpness S0 / lambda0 of the infinite-width NTK (regime)", s0 / lambda0,
+                  f"1 +- {_S0_TOL:g}", abs(s0 / lambda0 - 1) <= _S0_TOL, kind="regime"),
         ]
         loss_panel = Panel("Training loss (eta in units of 2/S0)", "step", "loss", yscale="log")
         final_ratio = []
@@ -127,11 +151,12 @@ class Catapult(Law):
             phase_panel.series.append(Series.of("catapult runs: final S / (2/eta)", *zip(*final_ratio), "measured", "f"))
         phase_panel.series.append(Series.of("lazy: S = S0 (S eta/2 = eta S0/2)", [x.min(), 1], [x.min(), 1], "theory", "t"))
         phase_panel.series.append(Series.of("2/eta", [x.min(), x.max()], [1, 1], "reference", "r"))
-        for bound, name in ((1.0, "2/S0"), (2.0, "4/S0")):
+        for bound, name in ((_LOWER, f"{2 * _LOWER:g}/S0"), (_UPPER, f"{2 * _UPPER:g}/S0")):
             phase_panel.series.append(Series.of(f"theory threshold {name}", [bound, bound], [0, 1.2], "theory", name))
-        summary = (f"S0 = {s0:.4g} (infinite-width NTK: {2 * grid[0] / lrs[0]:.4g}); "
-                   f"thresholds located at eta S0/2 = {lower:.3f} (theory 1) and {upper:.3f} (theory 2); phases: "
+        summary = (f"S0 = {s0:.4g} (infinite-width NTK: {lambda0:.4g}); "
+                   f"thresholds located at eta S0/2 = {lower:.3f} (theory {_LOWER:g}) and {upper:.3f} (theory "
+                   f"{_UPPER:g}); phases: "
                    + ", ".join(f"{xi:.2f}:{ph[0]}" for xi, ph in zip(x, phase)))
         return self.verdict(runs, metric="max relative error of the located thresholds",
-                            error=max(abs(lower - 1), abs(upper / 2 - 1)), tolerance=_TOL, summary=summary,
+                            error=max(abs(lower / _LOWER - 1), abs(upper / _UPPER - 1)), tolerance=_TOL, summary=summary,
                             checks=checks, panels=[loss_panel, phase_panel])
