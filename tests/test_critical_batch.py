@@ -41,3 +41,27 @@ def test_fails_on_a_wrong_noise_scale_or_wrong_steps(quick_runs):
     verdict = law.evaluate(warped, "quick")
     assert verdict.status == FAIL
     assert not {c.name: c for c in verdict.checks}["hyperbola R^2 (log S)"].ok
+
+
+def test_one_tuned_point_off_the_hyperbola_fails_even_with_a_high_r2(quick_runs):
+    # B = 128 reaches the target 1.5x later: six points still fit with R^2 > 0.95, but one is 50% off the curve
+    warped = distorted(quick_runs[LAW_ID], "loss/train", lambda key, v: v)
+    for key, run in warped.items():
+        factor = 1.5 if key["batch"] == 128 else 1
+        run.records = [(s * factor, n, v) if n == "loss/train" else (s, n, v) for s, n, v in run.records]
+    checks = {c.name: c for c in LAWS[LAW_ID].evaluate(warped, "quick").checks}
+    assert checks["hyperbola R^2 (log S)"].ok
+    assert not checks["max |S / S_fit - 1| over the tuned batch sizes"].ok
+
+
+def test_a_best_learning_rate_at_the_grid_edge_is_inconclusive(quick_runs, monkeypatch):
+    from dataclasses import replace
+
+    from lmech.laws import INCONCLUSIVE
+
+    law = LAWS[LAW_ID]
+    # without the top two learning rates, the largest batches' optimum sits at the new edge 1.6: not tuned
+    monkeypatch.setitem(type(law).settings, "quick", replace(law.setting("quick"), lrs=law.setting("quick").lrs[:-2]))
+    verdict = law.evaluate(quick_runs[LAW_ID], "quick")
+    assert verdict.status == INCONCLUSIVE
+    assert "best lr at the grid edge" in verdict.summary

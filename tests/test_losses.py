@@ -123,3 +123,11 @@ def test_noise_scale_refuses_a_loss_that_is_neither_a_mean_nor_a_sum():
     weighted = nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="neither the mean .* nor the sum .* reduction='mean'"):
         lmech.gradient_noise_scale(model, weighted, x, y)
+
+
+def test_noise_scale_of_a_diverged_model_is_nan_not_an_error():
+    model, loss_fn, x, y = _problem("nn.CrossEntropyLoss", "mean", torch.float64)
+    with torch.no_grad():
+        model[0].weight.fill_(float("nan"))
+    est = lmech.gradient_noise_scale(model, loss_fn, x, y)
+    assert np.isnan(est.b_simple) and np.isnan(est.trace_sigma)

@@ -9,6 +9,8 @@ and the optimal step improves the loss by a fraction ``1 / (1 + B_noise / B)`` o
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -177,6 +179,8 @@ def _mean_over_examples(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: t
         per = vmap(lambda o, t: loss_fn(o[None], t[None]))(out, y)
     mean = float(per.double().mean())
     n = len(x)
+    if not (math.isfinite(full) and math.isfinite(mean)):
+        return loss_fn  # a diverged model: the estimates come out non-finite, as its loss does
     if abs(full - mean) <= 1e-4 * max(abs(mean), 1e-12) or (full == 0 and mean == 0):
         return loss_fn
     if abs(full - n * mean) <= 1e-4 * n * abs(mean):
