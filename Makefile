@@ -8,7 +8,7 @@ PIP_TORCH_ARGS ?=
 OUT ?= lmech-out
 BIN := $(VENV)/bin
 
-.PHONY: atlas test test-slow install install-test install-ray bench clean
+.PHONY: atlas test test-slow install install-test install-ray bench catalogue clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: install-test  # the default suite (under 5 minutes on 2 cores)
 
 test-slow: install-ray  # marked slow: Ray on a real local cluster, kill -9 of a driver (CI runs it after `make test`)
 	$(BIN)/python -m pytest -q -m slow
+
+catalogue: install  # regenerate README.md's law catalogue after a law's claim or tolerance changes
+	$(BIN)/python .ci/catalogue.py
 
 bench: install
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"

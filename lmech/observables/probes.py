@@ -217,9 +217,11 @@ class Kernels(Probe):
     """Arrays ``kernels/ntk`` (empirical NTK, traced over outputs: :func:`empirical_ntk`) and
     ``kernels/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
     on the first ``points`` training inputs; scalars ``kernels/ntk_eig/0`` (top eigenvalue), ``kernels/alignment``
-    (kernel-target alignment) and ``kernels/distance`` (kernel distance from the first measurement)."""
+    (kernel-target alignment) and ``kernels/distance`` (kernel distance from the first measurement).
+    With ``ntk=False`` only ``kernels/readout`` is recorded: a forward pass, no Jacobian."""
 
     points: int = 64
+    ntk: bool = True
     name: ClassVar[str] = "kernels"
     families: ClassVar[tuple[str, ...]] = ("kernels",)
 
@@ -228,6 +230,8 @@ class Kernels(Probe):
 
     def measure(self, state: TrainState) -> dict:
         x, y = state.x_train[:self.points], state.y_train[:self.points]
+        if not self.ntk:
+            return {"kernels/readout": readout_kernel(state.model, x)}
         ntk = empirical_ntk(state.model, x, trace_outputs=True)
         initial = state.memo(self).setdefault("initial", ntk)
         return {"kernels/ntk": ntk, "kernels/readout": readout_kernel(state.model, x),
