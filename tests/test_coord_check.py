@@ -64,7 +64,8 @@ def test_probe_records_mean_output_size_and_its_change_since_the_first_measureme
     state = TrainState(0, model, half_mse, x, torch.zeros(8, 2), x[:0], x[:0], False, {})
     probe = CoordinateSizes(points=4)
     first = probe.measure(state)
-    assert set(first) == {f"coords/{n}/{k}" for n in ("0", "2", "3") for k in ("size", "update")}
+    assert set(first) == ({f"coords/{n}/{k}" for n in ("0", "2", "3") for k in ("size", "update")}
+                          | {f"coords/{n}/update_{k}" for n in ("0", "2") for k in ("weight", "input")})
     h = model[0](x[:4]).detach()
     assert first["coords/0/size"] == pytest.approx(float(h.abs().mean()), rel=1e-6)
     assert first["coords/2/size"] == pytest.approx(float(model[2](torch.relu(h)).detach().abs().mean()), rel=1e-6)
@@ -79,6 +80,32 @@ def test_probe_records_mean_output_size_and_its_change_since_the_first_measureme
     assert probe.measure(fresh)["coords/2/update"] == 0.0
     assert probe.measure(state)["coords/2/update"] > 0  # the first run keeps its reference
     assert probe_from_dict(probe.to_dict()) == probe and probe_types()["coords"] is CoordinateSizes
+
+
+def test_probe_splits_an_affine_update_into_its_own_step_and_its_moved_input():
+    """h - h_0 = (W - W_0) x + W_0 (x - x_0) for a bias-free layer; Dense's multiplier is part of W."""
+    from lmech.systems.networks import Dense
+
+    torch.manual_seed(0)
+    first_layer, readout = Dense(3, 6, bias=False, multiplier=0.5), Dense(6, 2, bias=False, multiplier=0.25)
+    for layer in (first_layer, readout):
+        nn.init.normal_(layer.weight)
+    model = nn.Sequential(first_layer, nn.Tanh(), readout)
+    x = torch.randn(8, 3)
+    state = TrainState(0, model, half_mse, x, torch.zeros(8, 2), x[:0], x[:0], False, {})
+    probe = CoordinateSizes(points=8)
+    probe.measure(state)
+    r0, w0 = torch.tanh(first_layer(x)).detach(), 0.25 * readout.weight.detach().clone()
+    with torch.no_grad():
+        first_layer.weight.add_(0.3 * torch.randn(6, 3))
+        readout.weight.add_(0.2 * torch.randn(2, 6))
+    got = probe.measure(state)
+    r, w = torch.tanh(first_layer(x)).detach(), 0.25 * readout.weight.detach()
+    own, moved = r @ (w - w0).T, (r - r0) @ w0.T
+    assert got["coords/2/update_weight"] == pytest.approx(float(own.abs().mean()), rel=1e-6)
+    assert got["coords/2/update_input"] == pytest.approx(float(moved.abs().mean()), rel=1e-6)
+    assert got["coords/2/update"] == pytest.approx(float((own + moved).abs().mean()), rel=1e-6)
+    assert got["coords/0/update_input"] == 0.0  # the data do not move
 
 
 def test_probe_reads_token_inputs_and_every_called_layer_of_a_transformer():

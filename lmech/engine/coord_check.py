@@ -54,8 +54,9 @@ def module_roles(model: nn.Module, roles: dict[str, str]) -> dict[str, str]:
 
 @dataclass
 class CoordCheck:
-    """Sizes ``activation[layer]`` and ``update[layer]`` of shape ``(len(widths), steps + 1)`` (mean over seeds),
-    the layers' ``roles``, fitted width exponents per layer and step (:meth:`activation_exponents`,
+    """Sizes ``activation[layer]`` and ``update[layer]`` of shape ``(len(widths), steps + 1)`` (mean over seeds), for
+    affine layers the update's parts ``update_weight[layer]`` (mean ``|(W_t - W_0) x_t|``) and ``update_input[layer]``
+    (mean ``|W_0 (x_t - x_0)|``), the layers' ``roles``, fitted width exponents per layer and step (:meth:`activation_exponents`,
     :meth:`update_exponents`); ``predicted`` holds the scheme's update exponents by layer where the theory states them."""
 
     scheme: str
@@ -64,6 +65,8 @@ class CoordCheck:
     roles: dict[str, str]
     activation: dict[str, np.ndarray] = field(default_factory=dict)
     update: dict[str, np.ndarray] = field(default_factory=dict)
+    update_weight: dict[str, np.ndarray] = field(default_factory=dict)
+    update_input: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _slope(self, sizes: dict[str, np.ndarray], step: int) -> dict[str, float]:
         return {name: float(np.polyfit(np.log(self.widths), np.log(s[:, step]), 1)[0]) for name, s in sizes.items()
@@ -78,6 +81,11 @@ class CoordCheck:
         the predictions are sharpest (Adam's first step is sign descent); later steps mix in the loss's feedback
         (e.g. SP's outsized readout step is undone as the fit corrects it)."""
         return self._slope(self.update, step)
+
+    def update_part_exponents(self, step: int = 1) -> dict[str, dict[str, float]]:
+        """Fitted width exponents of an affine layer's update parts at ``step``: ``{"weight": {layer: exponent of
+        mean |(W_t - W_0) x_t|}, "input": {layer: exponent of mean |W_0 (x_t - x_0)|}}``."""
+        return {"weight": self._slope(self.update_weight, step), "input": self._slope(self.update_input, step)}
 
     @property
     def predicted(self) -> dict[str, float]:
@@ -100,7 +108,8 @@ class CoordCheck:
                     steps, values = run.series(metric)
                     if not np.array_equal(steps, np.arange(len(steps))):
                         raise ValueError(f"run {run.run_id}: {metric} is not measured at every step")
-                    store = out.activation if kind == "size" else out.update
+                    store = {"size": out.activation, "update": out.update, "update_weight": out.update_weight,
+                             "update_input": out.update_input}[kind]
                     store.setdefault(head[len("coords/"):], np.zeros((len(widths), len(steps))))[wi] += values / len(seeds)
         out.roles = {name: roles[name] for name in out.activation}
         return out

@@ -385,7 +385,8 @@ class CoordinateSizes(Probe):
     """``coords/<module>/size`` = mean ``|h_t|`` and ``coords/<module>/update`` = mean ``|h_t - h_0|`` of the output
     ``h_t`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module on the first
     ``points`` training inputs (token ids work too), ``h_0`` from the run's first measurement (the init
-    when scheduled at step 0): the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
+    when scheduled at step 0), and for affine layers the update's two parts ``coords/<module>/update_weight`` = mean
+    ``|(W_t - W_0) x_t|`` and ``coords/<module>/update_input`` = mean ``|W_0 (x_t - x_0)|``: the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
     :meth:`lmech.CoordCheck.from_runs`."""
 
     points: int = 256
@@ -399,7 +400,7 @@ class CoordinateSizes(Probe):
     def measure(self, state: TrainState) -> dict[str, float]:
         with coordinate_sizes(state.model, state.memo(self).setdefault("first", {})) as sizes:
             state.model(state.x_train[:self.points])
-        return {f"coords/{n}/{kind}": v for n, pair in sizes.items() for kind, v in zip(("size", "update"), pair)}
+        return {f"coords/{n}/{kind}": v for n, kinds in sizes.items() for kind, v in kinds.items()}
 
 
 def probe_types() -> dict[str, type[Probe]]:
