@@ -54,13 +54,13 @@ def _data(n=32, labels=False, seed=0):
 
 
 def _sequential(model, x, y, lr, steps, optimizer, batch_size, scale=None, loss_fn=half_mse, record=None,
-                test=None):
+                test=None, seed=0):
     """lmech's engine loop with torch.optim (param groups from ``scale``): records at ``record`` steps (all by
     default), stops at a non-finite minibatch loss; returns the records and the diverged step (-1)."""
     groups = [{"params": [p], "lr": lr * (scale or {}).get(n, 1.0)} for n, p in model.named_parameters()]
     opt = (torch.optim.Adam(groups, lr=lr) if optimizer == "adam"
            else torch.optim.SGD(groups, lr=lr, momentum=0.9 if optimizer == "momentum" else 0.0))
-    next_batch = minibatches(len(x), batch_size, 0)
+    next_batch = minibatches(len(x), batch_size, seed)
     rec = {"loss": [], "accuracy": [], "test_loss": [], "test_accuracy": []}
     for step in range(steps + 1):
         if record is None or step in record:
@@ -112,6 +112,25 @@ def test_stacked_training_equals_sequential_training(kind, optimizer, batch_size
         assert diverged == -1
         np.testing.assert_allclose(run.loss[:, i], rec["loss"], rtol=1e-10)
         _assert_params_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["tanh", "mlpnet-relu", "general"])
+@pytest.mark.parametrize("loss_fn, labels", [(half_mse, False), (cross_entropy, True)])
+def test_per_model_seeds_draw_each_models_own_minibatches(kind, loss_fn, labels):
+    """Seeds that differ in the batch order as well as the init (lmech's seed sets both) still train as one stack."""
+    x, y = _data(labels=labels)
+    seeds, lrs = [3, 1, 4, 1], [1e-3, 3e-3, 1e-2, 3e-2]
+    stacked, alone = [_model(kind, s) for s in seeds], [_model(kind, s) for s in seeds]
+    run = train_stacked(stacked, loss_fn, x, y, lr=lrs, steps=12, batch_size=8, optimizer="adam", seed=seeds)
+    for i, (a, b) in enumerate(zip(stacked, alone)):
+        rec, _ = _sequential(b, x, y, lrs[i], 12, "adam", 8, loss_fn=loss_fn, seed=seeds[i])
+        np.testing.assert_allclose(run.loss[:, i], rec["loss"], rtol=1e-10)
+        _assert_params_equal(a, b)
+    shared = train_stacked([_model(kind, s) for s in seeds], loss_fn, x, y, lr=lrs, steps=12, batch_size=8,
+                           optimizer="adam", seed=3)
+    assert not np.allclose(shared.loss[1:, 1], run.loss[1:, 1])  # seed 1's own order differs from seed 3's
+    with pytest.raises(ValueError, match="seed has 2 values for 4 models"):
+        train_stacked(stacked, loss_fn, x, y, lr=lrs, steps=1, batch_size=8, seed=[0, 1])
 
 
 @pytest.mark.parametrize("kind", ["tanh", "general"])

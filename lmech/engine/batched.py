@@ -104,22 +104,23 @@ def _chain(model: nn.Module) -> list[_Affine | _Pointwise] | None:
 
 
 def _loss_and_grad(loss_fn: LossFn) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``(out, y) -> (losses, dlosses/dout)`` for stacked outputs ``(models, rows, ...)``: closed form for lmech's
+    """``(out, y, per_model) -> (losses, dlosses/dout)`` for stacked outputs ``(models, rows, ...)`` and targets shared
+    by the models or, with ``per_model``, one set per model (leading axis): closed form for lmech's
     ``half_mse`` (``L = sum |f - y|^2 / (2 rows)``, ``dL/df = (f - y) / rows``), else autograd through ``vmap``."""
     if loss_fn is half_mse:
-        def closed(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def closed(out: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
             diff = torch.empty(torch.broadcast_shapes(out.shape, y.shape), dtype=torch.result_type(out, y),
                                device=out.device)
             torch.sub(out, y, out=diff)  # contiguous even when out is a transposed view
             losses = diff.reshape(*diff.shape[:2], -1).pow(2).sum(dim=2).mean(dim=1).mul_(0.5)
             return losses, diff.div_(out.shape[1])
         return closed
-    batched = vmap(loss_fn, in_dims=(0, None))
+    shared, own = vmap(loss_fn, in_dims=(0, None)), vmap(loss_fn, in_dims=(0, 0))
 
-    def generic(out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def generic(out: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         out = out.detach().requires_grad_()
         with torch.enable_grad():
-            losses = batched(out, y)
+            losses = (own if per_model else shared)(out, y)
             return losses.detach(), torch.autograd.grad(losses.sum(), out)[0]
     return generic
 
@@ -157,8 +158,8 @@ class _ChainNet:
                 torch.ops.aten._add_relu_(buf, b.unsqueeze(2 if flip else 1))
         return (buf.mT if flip else buf), buf
 
-    def _forward(self, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, list]:
-        h, saved = x.expand(self.models, *x.shape), []
+    def _forward(self, x: torch.Tensor, keep: bool, per_model: bool = False) -> tuple[torch.Tensor, list]:
+        h, saved = (x if per_model else x.expand(self.models, *x.shape)), []
         for k, op in enumerate(self.ops):
             out = self.buffers.get(("z", k)) if keep else None
             if isinstance(op, _Affine):
@@ -186,13 +187,15 @@ class _ChainNet:
             h = z
         return h, saved
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-model losses on ``(x, y)``; their gradients are written into ``grads``."""
-        if len(x) != self.rows:
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> torch.Tensor:
+        """Per-model losses on ``(x, y)`` (with ``per_model``, model ``i`` sees ``(x[i], y[i])``); their gradients
+        are written into ``grads``."""
+        rows = x.shape[1] if per_model else len(x)
+        if rows != self.rows:
             self.buffers.clear()
-            self.rows = len(x)
-        out, saved = self._forward(x, keep=True)
-        losses, d = self.loss_and_grad_out(out, y)
+            self.rows = rows
+        out, saved = self._forward(x, keep=True, per_model=per_model)
+        losses, d = self.loss_and_grad_out(out, y, per_model)
         d = d.contiguous()
         for k in reversed(range(len(self.ops))):
             op, (h, z) = self.ops[k], saved[k]
@@ -239,11 +242,12 @@ class _VmapNet:
             return loss_fn(output(p, b, x), y)
 
         self.output = vmap(output, in_dims=(0, 0, None))
-        self.grad = vmap(grad_and_value(loss), in_dims=(0, 0, None, None))
+        self.grad = {per_model: vmap(grad_and_value(loss), in_dims=(0, 0) + ((0, 0) if per_model else (None, None)))
+                     for per_model in (False, True)}
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> torch.Tensor:
         with torch.enable_grad():
-            grads, losses = self.grad(self.params, self.buffers, x, y)
+            grads, losses = self.grad[per_model](self.params, self.buffers, x, y)
         for n, g in grads.items():
             self.grads[n].copy_(g)
         return losses
@@ -321,7 +325,7 @@ def _record_steps(steps: int, record_every: int, record_steps: Sequence[int] | N
 def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                   lr: float | Sequence[float], steps: int, optimizer: str = "sgd", momentum: float = 0.0,
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
-                  seed: int = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
+                  seed: int | Sequence[int] = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
                   lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
                   y_test: torch.Tensor | None = None, accuracy: bool | None = None) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
@@ -331,8 +335,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     ``torch.optim.Adam``); every parameter is trained. ``lr`` is one value or one per model; ``lr_scale`` multiplies
     it per parameter name (missing names: 1), so parameter ``n`` of model ``i`` moves at ``lr[i] * lr_scale[n]``:
     optimizer parameter groups, e.g. muP's per-layer rates (:attr:`lmech.hyper.Parametrization.lr_scale`).
-    Minibatches of ``batch_size`` follow lmech's engine (the same order for a ``seed``, shared by all models;
-    ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
+    Minibatches of ``batch_size`` follow lmech's engine (the order of a ``seed``; ``seed`` may be one per model, each
+    model then drawing its own minibatches, gathered into one ``(models, batch, ...)`` step; ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
     for integer-label targets; one-hot rows count by their arg-max), the test set ``(x_test, y_test)`` if given) are
     taken at ``record_steps`` (in 0..steps), by default every
     ``record_every`` steps and at the last.
@@ -381,7 +385,11 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     slot = {s: t for t, s in enumerate(when)}
     diverged = np.full(count, -1)
     frozen: dict[int, dict[str, torch.Tensor]] = {}
-    next_batch = minibatches(len(x), batch_size, seed)
+    if np.ndim(seed) and np.shape(seed) != (count,):
+        raise ValueError(f"seed has {np.size(seed)} values for {count} models; pass one value or one per model")
+    seeds = np.broadcast_to(np.asarray(seed, int), (count,))
+    per_model = batch_size is not None and batch_size < len(x) and len(set(seeds.tolist())) > 1
+    orders = [minibatches(len(x), batch_size, int(s)) for s in (seeds if per_model else seeds[:1])]
 
     def measure(step: int) -> None:
         t = slot.get(step)
@@ -395,7 +403,10 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                 records[prefix + "accuracy"][t] = hits.flatten(1).double().mean(dim=1).cpu().numpy()
 
     def compute(step: int) -> torch.Tensor:
-        idx = next_batch()
+        if per_model:
+            idx = torch.stack([order() for order in orders])
+            return net.loss_and_grad(x[idx], y[idx], per_model=True)
+        idx = orders[0]()
         return net.loss_and_grad(x, y) if idx is None else net.loss_and_grad(x[idx], y[idx])
 
     def diverge(step: int, bad: torch.Tensor) -> bool:

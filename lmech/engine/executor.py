@@ -2,7 +2,7 @@
 (:class:`LocalPool`) or on a Ray cluster (:class:`Ray`), behind one interface.
 
 A :class:`Task` is one unit of work: a single experiment, or a group of experiments that differ only in the learning
-rate and are trained together (:func:`lmech.engine.sweep.train_group`; a batched group stays one task). An executor
+rate and seed and are trained together (:func:`lmech.engine.sweep.train_group`; a batched group stays one task). An executor
 runs tasks and hands each finished task's results to a callback in the driver, which alone writes the store, one
 transaction per run: a killed worker, a ``KeyboardInterrupt`` or ``kill -9`` of the driver loses only the tasks in
 flight. A task lost with a crashed worker is retried once; a second loss, or an exception raised by the training

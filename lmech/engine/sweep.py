@@ -1,7 +1,8 @@
-"""Sweeps through the engine: experiments that differ only in the learning rate are trained together.
+"""Sweeps through the engine: experiments that differ only in the learning rate and seed are trained together.
 
 :func:`lmech.run_experiments` (what :func:`lmech.check` uses) reuses runs already in the store and groups the rest
-by everything but ``rule.lr`` (same architecture, data, task, optimizer, seed, batch order and probes). A group
+by everything but ``rule.lr`` and ``rule.seed`` (same architecture, data, task, optimizer and probes; each model keeps
+its own seed's init and minibatch order). A group
 whose probes are all :class:`~lmech.Loss` probes is trained at once by :func:`~lmech.hyper.train_stacked` (one
 vmapped gradient per step for all its models; per-layer learning rates from :func:`lmech.parametrize` included).
 Every model is still its own :class:`~lmech.RunResult` with the records the sequential engine would write (equal to
@@ -27,12 +28,12 @@ def batch_key(exp) -> str | None:
     if not exp.probes or not all(type(p) is Loss for p in exp.probes):
         return None
     system = exp.system.to_dict()
-    system["rule"] = {k: v for k, v in system["rule"].items() if k != "lr"}
+    system["rule"] = {k: v for k, v in system["rule"].items() if k not in ("lr", "seed")}
     return repr((system, [p.to_dict() for p in exp.probes]))
 
 
 def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
-    """Train experiments that differ only in ``rule.lr`` together (:func:`train_stacked`) and return one
+    """Train experiments that differ only in ``rule.lr`` and ``rule.seed`` together (:func:`train_stacked`) and return one
     :class:`RunResult` per experiment, with the ``loss/<split>`` (and ``accuracy/<split>``) records of its
     :class:`~lmech.Loss` probes on their schedules, exactly as :func:`lmech.train` records them."""
     start = time.perf_counter()
@@ -48,7 +49,8 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
                         lr=[e.system.rule.lr for e in experiments], lr_scale=lr_scale, steps=rule.steps,
                         optimizer="adam" if rule.optimizer == "adam" else "sgd",
                         momentum=rule.momentum if rule.optimizer == "momentum" else 0.0, betas=rule.betas,
-                        eps=rule.eps, batch_size=rule.batch_size, seed=rule.seed, record_steps=record_steps,
+                        eps=rule.eps, batch_size=rule.batch_size, seed=[e.system.rule.seed for e in experiments],
+                        record_steps=record_steps,
                         x_test=state.x_test if has_test else None, y_test=state.y_test if has_test else None,
                         accuracy=state.labelled)
     row = {int(s): t for t, s in enumerate(run.steps)}
