@@ -91,5 +91,20 @@ def test_fails_when_the_unscaled_runs_are_relabelled_as_depth_mup(quick_runs):
 def test_experiments_cover_every_variant_depth_and_lr():
     for scale, s in LAW.settings.items():
         keys = [e.key for e in LAW.experiments(scale)]
-        assert len(keys) == len(set(keys)) == len(VARIANTS) * len(s.depths) * len(s.lrs)
-        assert s.depths[-1] / s.depths[0] >= 8 and len(s.lrs) >= 6
+        assert len(keys) == len(set(keys)) == len(VARIANTS) * len(s.depths) * len(s.lrs) * len(s.seeds)
+        assert s.depths[-1] / s.depths[0] >= 8 and len(s.lrs) >= 6 and len(s.seeds) >= 3
+
+
+@pytest.mark.parametrize("wrong", [(-2.0, -1.2), (-0.4, 0.0)])
+def test_fails_when_the_unscaled_exponent_interval_is_wrong(quick_runs, monkeypatch, wrong):
+    """The unscaled optimum's fitted exponent (about -0.73) is gated inside its predicted interval [-1, -1/2] +- 0.15;
+    a wrong interval (steeper than 1/L, or flatter than 1/sqrt(L)) fails the law."""
+    from lmech.laws import depth_transfer
+
+    right = LAW.evaluate(quick_runs["depth-mup-transfer"], "quick")
+    exponent = next(c for c in right.checks if c.name.startswith("unscaled: fitted exponent"))
+    assert exponent.ok and -1.0 < exponent.value < -0.5
+    monkeypatch.setattr(depth_transfer, "UNSCALED_EXPONENTS", wrong)
+    verdict = LAW.evaluate(quick_runs["depth-mup-transfer"], "quick")
+    assert verdict.status == FAIL
+    assert [c.name for c in verdict.checks if not c.ok] == [exponent.name]

@@ -36,7 +36,8 @@ def test_quick_optima_are_inside_the_grid_and_sp_falls(quick_runs):
     assert _check(verdict, "optima on the learning-rate grid's edge").value == 0
     assert _check(verdict, "SP slope").value < -0.5
     assert verdict.error < 1.0  # muP optima within a factor 2
-    assert len(verdict.panels) == 3 and len(quick_runs[LAW]) == 2 * 5 * len(QUICK.log2_lrs)
+    assert len(verdict.panels) == 3 and len(quick_runs[LAW]) == 2 * 5 * len(QUICK.log2_lrs) * len(QUICK.seeds)
+    assert len(QUICK.seeds) >= 3 and _check(verdict, "seed spread of the optimum").ok
 
 
 def _relabelled(runs, source, target):

@@ -53,6 +53,33 @@ def optimal_lr(lrs: Sequence[float], losses: Sequence[float]) -> Optimum:
     return Optimum(float(2 ** np.clip(vertex, x[i - 1], x[i + 1])), float(y[i]), False)
 
 
+def seed_optima(lrs: Sequence[float], cell: Runs, loss: Callable[[RunResult], float],
+                lr_key: str = "log2_lr") -> np.ndarray:
+    """log2 of each seed's own optimal learning rate in ``cell`` (runs keyed by ``seed`` and ``lr_key``, in the order
+    of ``lrs``): the seed spread an optimum shift must exceed to count as evidence (NaN for a seed whose runs all
+    diverged)."""
+    return np.log2([optimal_lr(lrs, [loss(r) for r in seeded.sweep(lr_key)[1]]).lr
+                    for _, seeded in cell.group("seed")])
+
+
+def seed_sd(per_seed: Sequence[np.ndarray]) -> float:
+    """Median over cells of the standard deviation (ddof 1) of the per-seed log2 optima: the seed spread in octaves
+    (NaN with fewer than two seeds)."""
+    sds = [np.std(v[np.isfinite(v)], ddof=1) for v in per_seed if np.isfinite(v).sum() > 1]
+    return float(np.median(sds)) if sds else float("nan")
+
+
+def seed_checks(sd: float, seeds: int, shift: float, shift_text: str) -> list[Check]:
+    """Data checks that the seeds resolve a transfer law's claims: the seed spread ``sd`` (octaves) at most
+    ``PER_DOUBLING`` (else a half-octave move is noise), and the predicted optimum ``shift`` (octaves, described by
+    ``shift_text``) at least two standard errors of a seed mean, ``2 sd / sqrt(seeds)`` (issue 13 §4)."""
+    se = sd / np.sqrt(seeds)
+    return [Check(f"seed spread of the optimum: median s.d. of the {seeds} per-seed optima (octaves)", sd,
+                  f"<= {PER_DOUBLING:g} (resolves a half-octave move)", bool(sd <= PER_DOUBLING), kind="data"),
+            Check(f"{shift_text} in seed standard errors (s.d./sqrt({seeds}))", abs(shift) / se if se > 0 else np.inf,
+                  ">= 2 (a shift smaller than the seed spread is not evidence)", bool(abs(shift) >= 2 * se), kind="data")]
+
+
 def transfer_panel(title: str, lrs: Sequence[float], curves: dict[str, Sequence[float]],
                    optima: dict[str, Optimum], ylabel: str = "final training loss") -> Panel:
     """One panel of the transfer figure (Yang et al. 2022, arXiv:2203.03466, Fig. 1/5 layout): loss against learning
@@ -106,6 +133,10 @@ def width_transfer(runs: Runs, loss: Callable[[RunResult], float], *, trained: f
     log2_opt = {scheme: np.log2([optima[scheme][w].lr for w in widths]) for scheme in SCHEMES}
     best = {scheme: np.array([optima[scheme][w].loss for w in widths]) for scheme in SCHEMES}
     predicted = predicted_sp_exponent(widths)
+    per_seed = {scheme: {w: seed_optima(lrs, runs.where(scheme=scheme, width=w), loss) for w in widths}
+                for scheme in SCHEMES}
+    seeds = len(runs.values_of("seed"))
+    sd = seed_sd([v for cells in per_seed.values() for v in cells.values()])
     edges = [f"{NAMES[scheme]} width {w}" for scheme in SCHEMES for w in widths if optima[scheme][w].at_edge]
     worst_best = float(max(b.max() for b in best.values()))
     mup = log2_opt["mup"]
@@ -113,7 +144,11 @@ def width_transfer(runs: Runs, loss: Callable[[RunResult], float], *, trained: f
     per_doubling = float(np.max(np.abs(np.diff(mup)) / np.diff(x)))
     wider = float(np.max(best["mup"][1:] / best["mup"][:-1]))
     slopes = {scheme: float(np.polyfit(x, log2_opt[scheme], 1)[0]) for scheme in SCHEMES}
-    checks = [
+    moves = np.abs(np.diff(mup)) / np.diff(x)
+    half = len(moves) // 2
+    narrow_moves, wide_moves = float(moves[:half].mean()), float(moves[-half:].mean())
+    margin = sd / np.sqrt(seeds)
+    checks = seed_checks(sd, seeds, slopes["sp"] * (x[-1] - x[0]), "SP optimum's fall across the widths") + [
         Check("optima on the learning-rate grid's edge", len(edges), "= 0", not edges, kind="data"),
         Check("worst best loss over widths and schemes", worst_best, f"< {trained_text} = {trained:.3f} (the runs "
               "trained)", worst_best < trained, kind="regime"),
@@ -122,6 +157,10 @@ def width_transfer(runs: Runs, loss: Callable[[RunResult], float], *, trained: f
         Check("muP largest optimum move per width doubling (octaves)", per_doubling, f"<= {PER_DOUBLING:g}",
               per_doubling <= PER_DOUBLING),
         Check("muP wider is no worse: max best-loss ratio to the next narrower width", wider, "<= 1", wider <= 1.0),
+        Check(f"muP optimum moves less as the width grows: mean move per doubling over the {half} widest doublings "
+              f"minus that over the {half} narrowest (octaves)", wide_moves - narrow_moves,
+              f"<= {margin:.2g} (one seed standard error; the transfer is asymptotic in width)",
+              wide_moves - narrow_moves <= margin),
         Check("SP slope of log2(optimal lr) on log2(width)", slopes["sp"],
               f"in [{predicted - SP_BAND:g}, {predicted + SP_BAND:g}] (predicted {predicted:g})",
               abs(slopes["sp"] - predicted) <= SP_BAND, headline=True),
@@ -132,18 +171,22 @@ def width_transfer(runs: Runs, loss: Callable[[RunResult], float], *, trained: f
                + (f"; optimum at the grid edge: {edges}" if edges else ""))
     panels = [transfer_panel(f"{NAMES[scheme]}: {title}", lrs, {f"width {w}": curves[scheme][w] for w in widths},
                              {f"width {w}": optima[scheme][w] for w in widths}, ylabel=ylabel) for scheme in SCHEMES]
-    panels.append(_optimum_panel(np.asarray(widths, float), optima, predicted))
+    panels.append(_optimum_panel(np.asarray(widths, float), optima, predicted, per_seed))
     return WidthTransfer(spread, summary, checks, panels)
 
 
-def _optimum_panel(widths: np.ndarray, optima: dict[str, dict[int, Optimum]], predicted: float) -> Panel:
-    """Optimal learning rate against width: measured optima, muP's flat prediction (level fitted) inside its
-    factor-2 band, and SP's ``width^predicted`` (constant fitted)."""
+def _optimum_panel(widths: np.ndarray, optima: dict[str, dict[int, Optimum]], predicted: float,
+                   per_seed: dict[str, dict[int, np.ndarray]]) -> Panel:
+    """Optimal learning rate against width: measured optima (of the seed-mean curves; bars span the per-seed
+    optima), muP's flat prediction (level fitted) inside its factor-2 band, and SP's ``width^predicted`` (constant
+    fitted)."""
     panel = Panel("Optimal learning rate vs width", "width", "optimal Adam learning rate", xscale="log", yscale="log")
     for scheme, exponent in (("mup", 0.0), ("sp", predicted)):
         lr = np.array([optima[scheme][int(w)].lr for w in widths])
         name = NAMES[scheme]
-        panel.series += [Series.of(f"{name} measured", widths, lr, group=name),
+        bars = [per_seed[scheme][int(w)] for w in widths]
+        panel.series += [Series.of(f"{name} measured (bars: per-seed optima)", widths, lr, group=name,
+                                   low=[2 ** np.nanmin(b) for b in bars], high=[2 ** np.nanmax(b) for b in bars]),
                          Series.of(f"{name} theory ~ width^{exponent:g}", widths, power_law(widths, lr, exponent),
                                    "theory", group=name)]
     level = power_law(widths, [optima["mup"][int(w)].lr for w in widths], 0.0)

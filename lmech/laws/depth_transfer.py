@@ -29,7 +29,7 @@ from ..store.result import RunResult
 from ..store.runs import Runs
 from ..systems import MNIST1D, LearningRule, ResidualMLP, System, Task
 from ..theory.parameterization import branch_scaling
-from ._transfer import Optimum, optimal_lr, transfer_panel
+from ._transfer import Optimum, optimal_lr, seed_checks, seed_optima, seed_sd, transfer_panel
 from .base import Law, loglog_slope
 from .registry import register
 
@@ -39,6 +39,9 @@ VARIANTS: dict[str, float | None] = {"unscaled": None, "1/sqrt(L)": 0.5, "1/L": 
 # the unscaled optimum's exponent in L: coherent sum of L branch updates read by the output (-1), and the same
 # relative to the stream's scale sqrt(L) as the branch LayerNorms and the readout see it (-1/2)
 UNSCALED_EXPONENTS = (-1.0, -0.5)
+# the fitted unscaled exponent may leave that interval by this much: optima interpolated on a half-to-one-octave grid
+# carry ~0.15 octave of error each, which over log2 depths 1..4 (sum of squares 5) is a slope s.e. of ~0.07: 2 s.e.
+_EXPONENT_MARGIN = 0.15
 _DRIFT = 2.0  # depth-muP: the optimum moves by less than this factor across the depths (REFERENCE 2.13)
 _TAIL = (0.8, 0.85, 0.9, 0.95, 1.0)  # fractions of the step budget whose training losses are averaged
 _TRAINED = 0.5  # every curve's best loss below this fraction of the chance loss ln(10)
@@ -54,6 +57,7 @@ class Setting:
     steps: int
     batch_size: int
     n_train: int
+    seeds: tuple[int, ...] = (0,)
 
 
 def stream_update(depth: int, base_depth: int, exponent: float | None) -> float:
@@ -114,30 +118,40 @@ class DepthMuPTransfer(Law):
     tolerance = float(np.log2(_DRIFT))
     tolerance_note = (f"Depth-muP (both exponents): optimal lr moves by less than a factor {_DRIFT:g} across the depths "
                       "(REFERENCE 2.13: <= 0.5 octave per doubling under muP, less than a factor 2 across the range). "
-                      f"Unscaled: the optimum falls (fitted exponent in L < 0) by more than a factor {_DRIFT:g}, and "
-                      "drifts more than either depth-muP variant; its fitted exponent is reported against the predicted "
-                      "[-1, -1/2]. Deeper is no worse under Depth-muP (alpha = 1/2): the best loss at the deepest depth "
-                      "is at most that at the base depth. For alpha = 1 this is reported, not gating: TP VI finds that "
-                      "for one-layer blocks alpha = 1/2 is the unique optimal parameterization (the one maximizing "
-                      "feature diversity), and CompleteP's gains are claimed for multi-layer (transformer) blocks, so "
-                      "no source predicts deeper-is-better for alpha = 1 with one-layer branches.")
+                      f"Unscaled: the optimum falls by more than a factor {_DRIFT:g}, drifts more than either "
+                      "depth-muP variant, and its fitted exponent lies in the predicted [-1, -1/2] widened by "
+                      f"{_EXPONENT_MARGIN:g} (the slope's error from optima interpolated on the grid: 2 s.e.). Deeper is "
+                      "no worse under Depth-muP (alpha = 1/2): the best loss at the deepest depth is at most that at the "
+                      "base depth. No such claim is made for alpha = 1 (CompleteP): TP VI finds that for one-layer "
+                      "blocks alpha = 1/2 is the unique optimal parameterization (the one maximizing feature "
+                      "diversity), and CompleteP's gains are claimed for multi-layer (transformer) blocks; its ratio is "
+                      "in the summary only. The seeds must resolve the claims: seed spread of the per-seed optima <= 0.5 "
+                      "octave and the unscaled fall >= 2 seed standard errors, else inconclusive.")
 
-    settings = {"quick": Setting((2, 4, 8, 16), tuple(2.0 ** k for k in range(-11, -4)), 300, 64, 2000),
-                "full": Setting((2, 4, 8, 16, 32), tuple(2.0 ** (k / 2) for k in range(-24, -9)), 500, 64, 4000)}
+    settings = {"quick": Setting((2, 4, 8, 16), tuple(2.0 ** k for k in range(-11, -4)), 300, 64, 2000, (0, 1, 2)),
+                "full": Setting((2, 4, 8, 16, 32), tuple(2.0 ** (k / 2) for k in range(-24, -9)), 500, 64, 4000,
+                                (0, 1, 2, 3))}
 
     def design(self, s: Setting) -> list[Experiment]:
         probes = [Loss(Schedule(at=tuple(int(round(f * s.steps)) for f in _TAIL)))]
         data = MNIST1D(n_train=s.n_train, n_test=0)
-        return [Experiment({"variant": variant, "depth": depth, "lr": lr},
+        return [Experiment({"variant": variant, "depth": depth, "lr": lr, "seed": seed},
                            System(_architecture(depth, s.depths[0], exponent), data, Task("cross_entropy"),
-                                  LearningRule(lr=lr, steps=s.steps, optimizer="adam", batch_size=s.batch_size)), probes)
-                for variant, exponent in VARIANTS.items() for depth in s.depths for lr in s.lrs]
+                                  LearningRule(lr=lr, steps=s.steps, optimizer="adam", batch_size=s.batch_size,
+                                               seed=seed)), probes)
+                for variant, exponent in VARIANTS.items() for depth in s.depths for lr in s.lrs for seed in s.seeds]
 
     def judge(self, runs: Runs, s: Setting) -> Verdict:
         depths, lrs = runs.values_of("depth"), runs.values_of("lr")
         base = depths[0]
-        curves = {v: {d: [tail_loss(run, s.steps) for run in runs.where(variant=v, depth=d).sweep("lr")[1]]
-                      for d in depths} for v in VARIANTS}
+        def loss(run: RunResult) -> float:
+            return tail_loss(run, s.steps)
+
+        curves = {v: {d: [float(np.mean([loss(r) for r in cell.values()]))
+                          for _, cell in runs.where(variant=v, depth=d).group("lr")] for d in depths} for v in VARIANTS}
+        per_seed = {v: {d: seed_optima(lrs, runs.where(variant=v, depth=d), loss, lr_key="lr") for d in depths}
+                    for v in VARIANTS}
+        seeds = len(runs.values_of("seed"))
         optima = {v: {d: optimal_lr(lrs, curves[v][d]) for d in depths} for v in VARIANTS}
         best = {v: np.array([optima[v][d].lr for d in depths]) for v in VARIANTS}
         drift = {v: float(best[v].max() / best[v].min()) for v in VARIANTS}
@@ -149,7 +163,10 @@ class DepthMuPTransfer(Law):
 
         edges = [f"{v} L={d}" for v in VARIANTS for d in depths if optima[v][d].at_edge]
         untrained = [f"{v} L={d}" for v in VARIANTS for d in depths if not optima[v][d].loss < _TRAINED * np.log(10)]
-        checks = [Check("optima strictly inside the lr grid (count at an edge)", len(edges), "== 0", not edges,
+        lo, hi = UNSCALED_EXPONENTS[0] - _EXPONENT_MARGIN, UNSCALED_EXPONENTS[1] + _EXPONENT_MARGIN
+        checks = seed_checks(seed_sd([c for cells in per_seed.values() for c in cells.values()]), seeds,
+                             slope * np.log2(depths[-1] / depths[0]), "unscaled optimum's fall across the depths")
+        checks += [Check("optima strictly inside the lr grid (count at an edge)", len(edges), "== 0", not edges,
                         kind="regime"),
                   Check(f"curves whose best loss is not below {_TRAINED:g} ln 10", len(untrained), "== 0",
                         not untrained, kind="regime")]
@@ -161,15 +178,14 @@ class DepthMuPTransfer(Law):
                          f"{(depths[-1] / depths[0]) ** -UNSCALED_EXPONENTS[1]:.2g}-"
                          f"{(depths[-1] / depths[0]) ** -UNSCALED_EXPONENTS[0]:.2g})", drift["unscaled"] >= _DRIFT,
                          headline=True),
-                   Check("unscaled: fitted exponent s of the optimal lr in L (direction)", slope,
-                         f"< 0 (predicted in [{UNSCALED_EXPONENTS[0]:g}, {UNSCALED_EXPONENTS[1]:g}])", slope < 0),
+                   Check("unscaled: fitted exponent s of the optimal lr in L", slope,
+                         f"in [{lo:g}, {hi:g}] (predicted [{UNSCALED_EXPONENTS[0]:g}, {UNSCALED_EXPONENTS[1]:g}] "
+                         f"+- {_EXPONENT_MARGIN:g})", lo <= slope <= hi, headline=True),
                    Check("unscaled drift / largest depth-muP drift", drift["unscaled"] / worst, "> 1",
                          drift["unscaled"] > worst)]
         deeper = {v: optima[v][depths[-1]].loss / optima[v][base].loss for v in scaled}
-        checks += [Check(f"1/sqrt(L): best loss at L={depths[-1]} / at L={base} (deeper is no worse)",
-                         deeper["1/sqrt(L)"], "<= 1", deeper["1/sqrt(L)"] <= 1),
-                   Check(f"1/L: best loss at L={depths[-1]} / at L={base} (reported, not gating; see tolerance)",
-                         deeper["1/L"], "<= 1", deeper["1/L"] <= 1, kind="info")]
+        checks.append(Check(f"1/sqrt(L): best loss at L={depths[-1]} / at L={base} (deeper is no worse)",
+                            deeper["1/sqrt(L)"], "<= 1", deeper["1/sqrt(L)"] <= 1))
 
         error = float(np.log2(worst))
         summary = ("optimal lr across L=" + ",".join(map(str, depths)) + ": "
@@ -181,21 +197,24 @@ class DepthMuPTransfer(Law):
         panels = [transfer_panel(f"{v} branches: loss vs lr per depth", lrs,
                                  {f"L={d}": curves[v][d] for d in depths}, {f"L={d}": optima[v][d] for d in depths},
                                  ylabel="training loss (mean over the last 20% of steps)") for v in VARIANTS]
-        panels.append(self._optimum_panel(depths, best, optima, predicted))
+        panels.append(self._optimum_panel(depths, best, optima, predicted, per_seed))
         return self.verdict(runs, metric=_METRIC, error=error, tolerance=self.tolerance, summary=summary,
                             checks=checks, panels=panels)
 
     @staticmethod
     def _optimum_panel(depths: Sequence[int], best: dict[str, np.ndarray], optima: dict[str, dict[int, Optimum]],
-                       predicted: dict[str, list[float]]) -> Panel:
-        """Optimal lr against depth per variant, with the predicted lines through each variant's base-depth optimum:
-        flat for depth-muP, ``L^-1`` (and the ``L^-1/2`` reference) unscaled."""
+                       predicted: dict[str, list[float]], per_seed: dict[str, dict[int, np.ndarray]]) -> Panel:
+        """Optimal lr against depth per variant (of the seed-mean curves; bars span the per-seed optima), with the
+        predicted lines through each variant's base-depth optimum: flat for depth-muP, ``L^-1`` (and the ``L^-1/2``
+        reference) unscaled."""
         panel = Panel("Optimal learning rate vs depth", "depth L (residual branches)", "optimal learning rate",
                       xscale="log", yscale="log")
         x = np.array(depths, float)
         for v in VARIANTS:
             base_lr = optima[v][depths[0]].lr
-            panel.series.append(Series.of(f"{v}: measured", x, best[v], "curve", group=v))
+            bars = [per_seed[v][d] for d in depths]
+            panel.series.append(Series.of(f"{v}: measured", x, best[v], "curve", group=v,
+                                          low=[2 ** np.nanmin(b) for b in bars], high=[2 ** np.nanmax(b) for b in bars]))
             shape = "L^-1 (summed update)" if VARIANTS[v] is None else "flat"
             panel.series.append(Series.of(f"{v}: predicted {shape}", x, base_lr * np.array(predicted[v]), "theory",
                                           group=v))

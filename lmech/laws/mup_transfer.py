@@ -65,8 +65,10 @@ class MupLrTransfer(Law):
     citation = ("Yang, Hu, Babuschkin et al. 2022, Tensor Programs V, arXiv:2203.03466 (Fig. 1, Fig. 5, Table 3); "
                 "microsoft/mup")
     regime = ("MLP(width, depth=2, relu) on MNIST-1D (40 inputs, 10 classes, 4000 training points), cross-entropy, "
-              "minibatch Adam (batch 256, betas 0.9/0.999, eps 1e-8, no weight decay), 300 steps (~19 epochs), one "
-              "seed, muP relative to the narrowest width (muP = SP there); a common log2-spaced learning-rate grid. "
+              "minibatch Adam (batch 256, betas 0.9/0.999, eps 1e-8, no weight decay), 300 steps (~19 epochs), three "
+              "seeds (init and batch order; four at full scale, trained in one stack with the learning rates; the "
+              "loss is averaged over seeds before the optimum is read, and the per-seed optima give the seed "
+              "spread), muP relative to the narrowest width (muP = SP there); a common log2-spaced learning-rate grid. "
               f"The measured loss is the mean full-batch training loss over the last {_WINDOW} steps (probed every "
               f"{_EVERY}). Both statements are asymptotic in width: narrow muP nets prefer a smaller learning rate (a "
               "finite-width drift that shrinks with the width and with the training length: over widths 32-512 the muP "
@@ -82,8 +84,9 @@ class MupLrTransfer(Law):
                       "narrower width's; SP: least-squares slope of log2(optimal lr) on log2(width) within "
                       f"{SP_BAND:g} of the predicted -1 (falling by more than 0.5 octave per doubling). REFERENCE 2.13.")
 
-    settings = {"quick": Setting((32, 64, 128, 256, 512), tuple(range(-11, -2)), 300, 256, 4000),
-                "full": Setting((32, 64, 128, 256, 512, 1024), tuple(k / 2 for k in range(-24, -5)), 300, 256, 4000)}
+    settings = {"quick": Setting((32, 64, 128, 256, 512), tuple(range(-11, -2)), 300, 256, 4000, (0, 1, 2)),
+                "full": Setting((32, 64, 128, 256, 512, 1024), tuple(k / 2 for k in range(-24, -5)), 300, 256, 4000,
+                                (0, 1, 2, 3))}
 
     def design(self, s: Setting) -> list[Experiment]:
         probes = [Loss(Schedule(at=tuple(range(s.steps - _WINDOW, s.steps + 1, _EVERY))))]

@@ -20,17 +20,23 @@ CHECK_KINDS = ("claim", "regime", "data", "info")
 class Series:
     """One line or set of dots in a figure panel. ``kind``: ``theory`` (line), ``measured`` (dots),
     ``reference`` (dashed line, e.g. a threshold), ``curve`` (measured dots joined by a line, e.g. loss against
-learning rate). Series sharing ``group`` share a colour; a label starting with ``_`` stays out of the legend."""
+learning rate). Series sharing ``group`` share a colour; a label starting with ``_`` stays out of the legend.
+``low``/``high`` (optional, one per point) draw an error bar from ``low`` to ``high``, e.g. the spread over seeds."""
 
     label: str
     x: list[float]
     y: list[float]
     kind: str = "measured"
     group: str = ""
+    low: list[float] | None = None
+    high: list[float] | None = None
 
     @classmethod
-    def of(cls, label: str, x: Any, y: Any, kind: str = "measured", group: str = "") -> "Series":
-        return cls(label, [float(v) for v in np.ravel(x)], [float(v) for v in np.ravel(y)], kind, group or label)
+    def of(cls, label: str, x: Any, y: Any, kind: str = "measured", group: str = "", *, low: Any = None,
+           high: Any = None) -> "Series":
+        def floats(v: Any) -> list[float] | None:
+            return None if v is None else [float(a) for a in np.ravel(v)]
+        return cls(label, floats(x), floats(y), kind, group or label, floats(low), floats(high))
 
 
 @dataclass
