@@ -13,6 +13,23 @@ def test_nfa_fails_when_correlation_is_low_and_is_out_of_regime_when_untrained(q
     assert law.evaluate(untrained, "quick").status == OUT_OF_REGIME
 
 
+def test_nfa_shape_check_passes_the_trained_nfm_and_fails_a_flat_one_on_the_right_span(quick_runs):
+    """An NFM equal to the projector onto span(U) (the teacher's span, a flat spectrum) has the alignment but not the
+    ansatz's AGOP^(1/2) shape: the shape check fails it, while the trained NFM passes."""
+    from lmech.systems import MultiIndex
+
+    law = LAWS["neural-feature-ansatz"]
+    target = law.settings["quick"].targets[0]
+    name = f"{target} rich: corr(NFM, AGOP^1/2) - corr(NFM, projector onto span U)"
+    trained = {c.name: c for c in law.evaluate(quick_runs[law.id], "quick").checks}[name]
+    assert trained.ok and trained.value > 0
+    u = MultiIndex(d_in=20, target=target, n_train=1, n_test=0).load().info["U"]
+    flat = distorted(quick_runs[law.id], "nfa/0/nfm", lambda key, nfm: np.trace(nfm) / 2 * u @ u.T)
+    verdict = law.evaluate(flat, "quick")
+    assert verdict.status == FAIL
+    assert [c.name for c in verdict.checks if not c.ok] == [name]
+
+
 def test_lazy_rich_fails_on_wrong_scaling_or_misaligned_neurons(quick_runs):
     law = LAWS["lazy-rich-multiplier"]
     # weight change ~ alpha^-0.7 instead of alpha^-1

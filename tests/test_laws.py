@@ -39,6 +39,15 @@ def test_conservation_fails_when_drift_scales_wrongly(quick_runs):
     assert linear.value == pytest.approx(3.0, abs=0.05)
 
 
+def test_conservation_fails_on_an_exponent_off_by_more_than_the_references_band(quick_runs):
+    """REFERENCE 2.2's slope 1 +- 0.05: a drift tilted by eta^0.07 (per-step exponent ~2.07) fails."""
+    runs = distorted(quick_runs["conservation-laws"], "balancedness/", lambda key, v: v * (key["eta"] * 1e3) ** 0.07)
+    verdict = LAWS["conservation-laws"].evaluate(runs, "quick")
+    assert verdict.status == FAIL
+    (linear,) = [c for c in verdict.checks if c.name.startswith("linear: per-step exponent")]
+    assert 2.05 < linear.value < 2.1 and not linear.ok
+
+
 def test_edge_of_stability_fails_off_threshold_and_is_out_of_regime_without_sharpening(quick_runs):
     eos = LAWS["edge-of-stability"]
     high = distorted(quick_runs["edge-of-stability"], "sharpness/0", lambda key, v: 1.2 * v)

@@ -36,8 +36,8 @@ class HoverLaw(Law):
     """Train digits (MSE, full batch) at each step size of the setting and compare the median of ``metric`` over the
     final half of training with ``threshold(lr)``.
 
-    Subclasses set ``settings`` (scale -> :class:`Setting`), ``metric``, ``threshold_name``, ``tolerance`` and
-    implement :meth:`rule` and :meth:`threshold`. Regime checks: every run starts below ``START_BELOW`` x threshold
+    Subclasses set ``settings`` (scale -> :class:`Setting`), ``metric``, ``threshold_name``, ``tolerance`` (and
+    ``band`` for an asymmetric one) and implement :meth:`rule` and :meth:`threshold`. Regime checks: every run starts below ``START_BELOW`` x threshold
     and first reaches ``REACHED`` x threshold before the final half.
     """
 
@@ -45,6 +45,7 @@ class HoverLaw(Law):
     metric: ClassVar[str] = "sharpness/0"
     threshold_name: ClassVar[str]
     tolerance: ClassVar[float]
+    band: ClassVar[tuple[float, float] | None] = None  # (low, high) for the ratio; default 1 -+ tolerance
 
     def rule(self, lr: float, steps: int) -> LearningRule:
         raise NotImplementedError
@@ -64,6 +65,8 @@ class HoverLaw(Law):
 
     def judge(self, runs: Runs, s: Setting) -> Verdict:
         total, name, tol = s.steps, self.threshold_name, self.tolerance
+        low, high = self.band or (1 - tol, 1 + tol)
+        bound = f"in [{low:g}, {high:g}]" if self.band else f"1 +- {tol:g}"
         checks: list[Check] = []
         sharp_panel = Panel(f"{self.metric.split('/')[0].replace('_', ' ')} against {name}", "step", "sharpness")
         loss_panel = Panel("Training loss", "step", "loss", yscale="log")
@@ -91,7 +94,7 @@ class HoverLaw(Law):
             ratio = float(np.median(sharp[final]) / threshold) if final.any() else np.nan
             ratios.append(ratio)
             errors.append(abs(ratio - 1))
-            checks.append(Check(f"{label}: median final S / ({name})", ratio, f"1 +- {tol:g}", abs(ratio - 1) <= tol,
+            checks.append(Check(f"{label}: median final S / ({name})", ratio, bound, bool(low <= ratio <= high),
                                 headline=True))
         ratio_panel.series.append(Series.of("measured", lrs, ratios, "measured", "ratio"))
         ratio_panel.series.append(Series.of(f"theory: S = {name}", lrs, np.ones(len(lrs)), "theory", "ratio"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..engine.experiment import Experiment
+from ..observables.features import matrix_correlation, psd_power
 from ..observables.probes import FeatureAnsatz, Loss, WeightChange
 from ..observables.schedule import Schedule
 from ..report.verdict import Check, Panel, Series, Verdict
@@ -28,6 +30,9 @@ _RICH_INIT, _LAZY_INIT = 0.3, 1.0  # init_scale: small init trains rich; the sta
 _CORRELATION = 0.9
 _MARGIN = 0.2  # "well above": at least this much above the correlation with the init Gram
 _SUBSPACE = 0.9  # principal cosines between the top-2 AGOP eigenvectors and span(U)
+# the shape test: corr(NFM, AGOP^1/2) must beat corr(NFM, P_U), P_U the projector onto span(U) (right span, flat
+# spectrum), by at least this fraction of the gap an exact ansatz would give, 1 - corr(AGOP^1/2, P_U)
+_SHAPE = 0.5
 _TRAINED = 0.2  # regime: test MSE below this fraction of the target variance
 
 
@@ -52,7 +57,9 @@ class NeuralFeatureAnsatz(Law):
               "init-removed weights also move in directions the function does not use.")
     tolerance_note = (f"Pearson correlation of the flattened NFM and AGOP^(1/2) >= {_CORRELATION:g} (s = 1 reported) and at "
                       f"least {_MARGIN:g} above the baseline correlation with the init Gram W0^T W0; top-2 AGOP eigenvectors "
-                      f"span U (principal cosines >= {_SUBSPACE:g}) (shared/REFERENCE.md 2.7).")
+                      f"span U (principal cosines >= {_SUBSPACE:g}) (shared/REFERENCE.md 2.7); and the shape, not only the "
+                      "span: corr(NFM, AGOP^1/2) exceeds corr(NFM, U U^T), the projector onto the teacher subspace, by at "
+                      f"least {_SHAPE:g} of the gap an exact ansatz would give, 1 - corr(AGOP^1/2, U U^T).")
 
     settings = {"quick": Setting(("z1*z2+z1^2",), 3000), "full": Setting(("z1*z2+z1^2", "tanh(z1)+z2^2", "z1*z2"), 6000)}
 
@@ -91,6 +98,7 @@ class NeuralFeatureAnsatz(Law):
                                     final["s=0.5"] >= _CORRELATION, headline=True))
                 checks.append(Check(f"{label}: corr(NFM, AGOP^1/2) - corr(NFM, W0^T W0)", final["s=0.5"] - final["init"],
                                     f">= {_MARGIN:g}", final["s=0.5"] - final["init"] >= _MARGIN))
+                checks.append(_shape_check(label, run, u))
                 _, vecs = np.linalg.eigh(run.array("agop/0"))
                 cosines = np.linalg.svd(vecs[:, -2:].T @ u, compute_uv=False)
                 checks.append(Check(f"{label}: smallest principal cosine, top-2 AGOP eigenvectors vs U", float(cosines.min()),
@@ -99,3 +107,15 @@ class NeuralFeatureAnsatz(Law):
         summary = "; ".join(f"{c.name}: {c.value:.3f}" for c in checks if c.headline)
         return self.verdict(runs, metric="1 - min over targets of corr(NFM, AGOP^1/2) (rich runs)", error=worst,
                             tolerance=1 - _CORRELATION, summary=summary, checks=checks, panels=[corr, bars])
+
+
+def _shape_check(label: str, run, u: np.ndarray) -> Check:
+    """The ansatz's spectrum, not only its span: the NFM correlates with AGOP^(1/2) better than with the projector
+    P_U = U U^T onto the teacher subspace (the same span, a flat spectrum) by at least ``_SHAPE`` of the gap an
+    exact ansatz (NFM = c AGOP^(1/2)) would show, ``1 - corr(AGOP^(1/2), P_U)``."""
+    nfm, root = torch.as_tensor(run.array("nfa/0/nfm")), psd_power(torch.as_tensor(run.array("agop/0")), 0.5)
+    projector = torch.as_tensor(u @ u.T)
+    gap = matrix_correlation(nfm, root) - matrix_correlation(nfm, projector)
+    ideal = 1.0 - matrix_correlation(root, projector)
+    return Check(f"{label}: corr(NFM, AGOP^1/2) - corr(NFM, projector onto span U)", gap,
+                 f">= {_SHAPE:g} x {ideal:.3f} (the gap of an exact ansatz)", gap >= _SHAPE * ideal)

@@ -21,7 +21,7 @@ from .schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
 from .coordinates import coordinate_sizes
-from .features import agop, nfa_scores, readout_kernel, representation_change
+from .features import agop, neural_feature_matrix, nfa_scores, readout_kernel, representation_change
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
@@ -281,7 +281,8 @@ class FeatureAnsatz(Probe):
     """``nfa/<layer>/s=0.5``, ``nfa/<layer>/s=1``: Neural Feature Ansatz correlations of layer ``layer``
     (an index into ``model.layers``) between its init-removed weight Gram and the AGOP to the power s,
     and ``nfa/<layer>/init``, the baseline correlation with the init Gram (:func:`nfa_scores`), on the
-    first ``points`` training inputs; the array ``agop/<layer>`` holds the AGOP itself."""
+    first ``points`` training inputs; the arrays ``agop/<layer>`` and ``nfa/<layer>/nfm`` hold the AGOP and the
+    init-removed NFM themselves."""
 
     layer: int = 0
     points: int | None = None
@@ -297,8 +298,10 @@ class FeatureAnsatz(Probe):
         layer = state.model.layers[self.layer]
         x = state.x_train[:self.points]
         gram = agop(state.model, x, layer)
-        scores = nfa_scores(state.model, x, layer, init_weight=state.init[f"layers.{self.layer}.weight"], gram=gram)
-        return {f"agop/{self.layer}": gram, **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
+        init = state.init[f"layers.{self.layer}.weight"]
+        scores = nfa_scores(state.model, x, layer, init_weight=init, gram=gram)
+        return {f"agop/{self.layer}": gram, f"nfa/{self.layer}/nfm": neural_feature_matrix(layer, init),
+                **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
 
 
 @dataclass(frozen=True)
