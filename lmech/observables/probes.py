@@ -218,15 +218,19 @@ class Kernels(Probe):
     ``kernels/readout`` (the readout's conditional NNGP without its ``w_std^2``: :func:`readout_kernel`)
     on the first ``points`` training inputs; scalars ``kernels/ntk_eig/0`` (top eigenvalue), ``kernels/alignment``
     (kernel-target alignment) and ``kernels/distance`` (kernel distance from the first measurement).
-    With ``ntk=False`` only ``kernels/readout`` is recorded: a forward pass, no Jacobian."""
+    With ``ntk=False`` only ``kernels/readout`` is recorded: a forward pass, no Jacobian. With ``test_points > 0``
+    the array ``kernels/ntk_test_train`` holds the NTK between the first ``test_points`` test inputs and the
+    ``points`` training inputs (what a linearized model needs to predict on the test set)."""
 
     points: int = 64
     ntk: bool = True
+    test_points: int = 0
     name: ClassVar[str] = "kernels"
     families: ClassVar[tuple[str, ...]] = ("kernels",)
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points)
+        positive_int("probe.test_points", self.test_points, minimum=0)
 
     def measure(self, state: TrainState) -> dict:
         x, y = state.x_train[:self.points], state.y_train[:self.points]
@@ -234,9 +238,13 @@ class Kernels(Probe):
             return {"kernels/readout": readout_kernel(state.model, x)}
         ntk = empirical_ntk(state.model, x, trace_outputs=True)
         initial = state.memo(self).setdefault("initial", ntk)
-        return {"kernels/ntk": ntk, "kernels/readout": readout_kernel(state.model, x),
-                "kernels/ntk_eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "kernels/alignment": kernel_target_alignment(ntk, y),
-                "kernels/distance": kernel_distance(initial, ntk)}
+        out = {"kernels/ntk": ntk, "kernels/readout": readout_kernel(state.model, x),
+               "kernels/ntk_eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "kernels/alignment": kernel_target_alignment(ntk, y),
+               "kernels/distance": kernel_distance(initial, ntk)}
+        if self.test_points:
+            out["kernels/ntk_test_train"] = empirical_ntk(state.model, state.x_test[:self.test_points], x,
+                                                          trace_outputs=True)
+        return out
 
 
 @dataclass(frozen=True)
