@@ -111,6 +111,28 @@ def test_verdict_round_trip_through_json():
     assert "<h2>x: t" in render_report([back])
 
 
+def test_a_verdict_under_changed_settings_keeps_the_earlier_settings_visible(tmp_path):
+    """Pre-registration: replacing a stored verdict with one computed under other settings records the earlier
+    settings and date, the report shows them; an unchanged re-run adds nothing."""
+    import lmech
+
+    store = lmech.Store(tmp_path / "s.db")
+
+    def verdict(settings):
+        return Verdict("x", "quick", "pass", "m", 0.1, 0.2, "s", [Check("c", 1.0, "< 2", True)], [], {}, {},
+                       {"title": "t", "settings": settings}).to_dict()
+
+    store.save_verdict(verdict("Setting(widths=(64, 128))"))
+    store.save_verdict(verdict("Setting(widths=(64, 128))"))
+    assert "settings_changed" not in store.verdicts()[0]["meta"]
+    store.save_verdict(verdict("Setting(widths=(64, 256))"))
+    store.save_verdict(verdict("Setting(widths=(32, 256))"))
+    changed = store.verdicts()[0]["meta"]["settings_changed"]
+    assert [c["settings"] for c in changed] == ["Setting(widths=(64, 128))", "Setting(widths=(64, 256))"]
+    html = render_report([Verdict.from_dict(store.verdicts()[0])])
+    assert html.count("Settings changed</b> since the verdict of") == 2 and "Setting(widths=(32, 256))" in html
+
+
 @pytest.mark.parametrize("args, message", [
     (["--device", "nonsense"], "--device 'nonsense' is not a torch device"),
     (["--device", "cuda"], "--device cuda: this torch"),

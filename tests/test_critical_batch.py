@@ -65,3 +65,18 @@ def test_a_best_learning_rate_at_the_grid_edge_is_inconclusive(quick_runs, monke
     verdict = law.evaluate(quick_runs[LAW_ID], "quick")
     assert verdict.status == INCONCLUSIVE
     assert "best lr at the grid edge" in verdict.summary
+
+
+def test_seeds_that_disagree_more_than_half_the_residual_bound_are_inconclusive(quick_runs):
+    """Seed 1 reaching every loss 1.5x later: each batch's seed s.d. of log S is about 0.23 > 0.125, so residuals of the
+    size the law bounds could be seed noise."""
+    from lmech.laws import INCONCLUSIVE
+
+    warped = distorted(quick_runs[LAW_ID], "loss/train", lambda key, v: v)
+    for key, run in warped.items():
+        factor = 1.5 if key["seed"] == 1 else 1
+        run.records = [(s * factor, n, v) if n == "loss/train" else (s, n, v) for s, n, v in run.records]
+    verdict = LAWS[LAW_ID].evaluate(warped, "quick")
+    assert verdict.status == INCONCLUSIVE
+    spread = next(c for c in verdict.checks if c.name.startswith("seed spread of the tuned S"))
+    assert not spread.ok and spread.value == pytest.approx(np.std([0, np.log(1.5), 0], ddof=1), abs=0.03)

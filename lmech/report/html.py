@@ -30,6 +30,13 @@ def _fmt(x: float) -> str:
     return "nan" if x != x else f"{x:.4g}"
 
 
+def _changed(meta: dict) -> str:
+    """A warning for each earlier verdict of this store computed under other settings (``meta["settings_changed"]``)."""
+    return "".join(f"<br><b>Settings changed</b> since the verdict of "
+                   f"{datetime.fromtimestamp(c['created'] or 0, timezone.utc):%Y-%m-%d %H:%M} UTC, which used "
+                   f"<code>{escape(str(c['settings']))}</code>" for c in meta.get("settings_changed", []))
+
+
 def _law_section(v: Verdict) -> str:
     m = v.meta
     ordered = sorted(v.checks, key=lambda c: not c.headline)  # the law's headline comparisons first
@@ -51,6 +58,7 @@ def _law_section(v: Verdict) -> str:
 <dt>Regime of validity</dt><dd>{escape(m.get('regime', ''))}</dd>
 <dt>Tolerance</dt><dd>{escape(m.get('tolerance', ''))}</dd>
 <dt>Error metric</dt><dd>{escape(v.metric)} = {escape(_fmt(v.error))} (tolerance {escape(_fmt(v.tolerance))})</dd>
+<dt>Settings ({escape(v.scale)})</dt><dd><code>{escape(str(m.get('settings', '')))}</code>{_changed(m)}</dd>
 </dl>
 <table><tr><th>check</th><th>kind</th><th>value</th><th>bound</th><th></th></tr>{checks}</table>
 <details><summary>Exact configuration ({len(v.systems)} systems)</summary><pre>{configs}</pre></details>

@@ -194,6 +194,19 @@ class Store:
 
     # verdicts -----------------------------------------------------------------------------------
     def save_verdict(self, verdict: dict) -> None:
+        """Store ``verdict`` (replacing the law's verdict at its scale). A verdict computed under other settings than
+        the one it replaces keeps the earlier settings and date in ``meta["settings_changed"]`` (and any older such
+        record), so a change of a law's settings after a stored verdict stays visible (pre-registration)."""
+        row = self._db.execute("SELECT data, created FROM verdicts WHERE law = ? AND scale = ?",
+                               (verdict["law"], verdict["scale"])).fetchone()
+        if row is not None:
+            old = json.loads(row[0]).get("meta", {})
+            meta = verdict.setdefault("meta", {})
+            history = list(old.get("settings_changed", []))
+            if old.get("settings") is not None and old.get("settings") != meta.get("settings"):
+                history.append({"settings": old["settings"], "created": row[1]})
+            if history:
+                meta["settings_changed"] = history
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO verdicts (law, scale, status, error, tolerance, data, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
