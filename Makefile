@@ -1,6 +1,8 @@
 # Two commands do all the set-up: `make atlas` (the quick atlas) and `make test` (the default tests).
 # The CPU torch wheel is installed first; override TORCH_SPEC/PIP_TORCH_ARGS for another build, e.g.
 #   make atlas PIP_TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# pip runs with --no-compile: byte-compiling every file of torch and its neighbours took 10 s of torch's 15 s install;
+# Python compiles the modules it imports on first use instead.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -14,19 +16,19 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.torch: | $(BIN)/python
-	$(BIN)/python -m pip install --disable-pip-version-check -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q $(PIP_TORCH_ARGS) "$(TORCH_SPEC)"
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e .
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test]"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[test]"
 	touch $@
 
 $(VENV)/.installed-ray: pyproject.toml $(VENV)/.installed-test
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test,ray]"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,7 +48,7 @@ catalogue: install  # regenerate README.md's law catalogue after a law's claim o
 	$(BIN)/python .ci/catalogue.py
 
 bench: install
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[bench]"
 	$(BIN)/python bench/bench_sharpness.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_noise_scale.py
@@ -54,7 +56,7 @@ bench: install
 	$(BIN)/python bench/bench_batched.py
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_atlas.py
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[ray]"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[ray]"
 	$(BIN)/python bench/bench_executor.py --atlas
 
 clean:
