@@ -20,6 +20,7 @@ from .laws import LAWS, PASS, Verdict
 from .observables.probes import Loss, probe_from_dict
 from .observables.schedule import Schedule
 from .report import write_report
+from .report.figures import figure_data_uri
 from .runner import check, run_experiments
 from .store import Store
 from .sweep import sweep_experiments
@@ -112,6 +113,12 @@ def _table(verdicts: list[Verdict]) -> str:
     return "\n".join(lines)
 
 
+def _prerender(verdict: Verdict) -> None:
+    """Render the law's figure now (cached for the report) instead of after the last law."""
+    if verdict.panels:
+        figure_data_uri(verdict.panels)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     if args.all == bool(args.laws):
         raise ValueError("name the laws to check, or pass --all (not both); see `lmech list`")
@@ -122,7 +129,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     executor = _executor(args)
     with Store(out / DB_NAME) as store:
         verdicts = check(law_ids, args.scale or "quick", store, force=args.force, device=args.device, executor=executor,
-                         progress=_err, step_progress=_ticker)
+                         progress=_err, step_progress=_ticker, on_verdict=_prerender)
         report = write_report([Verdict.from_dict(d) for d in store.verdicts()], out / REPORT_NAME)
     print(_table(verdicts))
     print(f"\n{sum(v.status == PASS for v in verdicts)}/{len(verdicts)} laws pass in {time.perf_counter() - start:.0f}s; "

@@ -84,11 +84,13 @@ def run_experiments(experiments: Sequence[Experiment], store: Store | None = Non
 
 def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = None, *, force: bool = False,
           device: str = "cpu", executor: Executor | None = None, progress: Progress | None = None,
-          step_progress: StepProgress | None = None) -> list[Verdict]:
+          step_progress: StepProgress | None = None,
+          on_verdict: Callable[[Verdict], None] | None = None) -> list[Verdict]:
     """Verdicts for ``law_ids`` at ``scale`` (``"quick"`` or ``"full"``), in order; stored when ``store`` is given.
 
     Every experiment of every law is collected first, so a run two laws share trains once; the runs are scheduled
-    longest first on ``executor``, and each law is judged (and its verdict stored) as soon as its runs are in.
+    longest first on ``executor``, and each law is judged (and its verdict stored) as soon as its runs are in;
+    ``on_verdict(verdict)`` then runs in the driver (the CLI renders the law's figure there, while the workers train).
     """
     one_of("scale", scale, SCALES)
     laws = [get_law(i) for i in dict.fromkeys(law_ids)]
@@ -106,6 +108,8 @@ def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = No
         if progress:
             progress(f"[{len(verdicts)}/{len(laws)}] {law.id} ({scale}, {len(runs)} runs) -> "
                      f"{verdict.status.upper()}: {verdict.summary}")
+        if on_verdict:
+            on_verdict(verdict)
 
     def on_run(result: RunResult) -> None:
         arrived[result.run_id] = result

@@ -183,3 +183,19 @@ def test_sweep_command_trains_the_grid_and_prints_a_table(tmp_path, capsys):
     grid.write_text(json.dumps({"base": base, "axes": {"rule.lrr": [0.1]}}))
     assert main(["sweep", str(grid), "--out", str(tmp_path)]) == 2
     assert "rule.lrr" in capsys.readouterr().err
+
+
+def test_check_renders_each_figure_once_while_judging_and_the_report_reuses_it(tmp_path, capsys, monkeypatch):
+    """The figure is drawn when the law's verdict is in (overlapping the other laws' training); writing the report
+    after the last law draws nothing again, because the stored verdict's panels are the same content."""
+    from lmech.report import figures
+
+    drawn = []
+    real = figures.figure_png
+    monkeypatch.setattr(figures, "figure_png", lambda panels, **kw: drawn.append(len(panels)) or real(panels, **kw))
+    figures._data_uri.cache_clear()
+    code, _ = _main(capsys, "check", "dln-saxe-modes", "conservation-laws", "--out", str(tmp_path), "--workers", "1")
+    assert code == 0 and len(drawn) == 2
+    assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 2  # cached: drawn once each
+    figures._data_uri.cache_clear()
+    assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 4  # a fresh process draws again

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import io
+import json
 
-from .verdict import Panel
+from .verdict import Panel, Series
 
 _STYLE = {
     "theory": {"linestyle": "-", "linewidth": 1.6, "marker": None},
@@ -43,4 +46,12 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
 
 
 def figure_data_uri(panels: list[Panel]) -> str:
+    """``figure_png`` as a base64 data URI, cached by the panels' content: ``lmech check`` renders each law's figure
+    as soon as its verdict is in (while the workers train the other laws), so writing the report reuses it."""
+    return _data_uri(json.dumps([dataclasses.asdict(p) for p in panels], sort_keys=True, allow_nan=True))
+
+
+@functools.lru_cache(maxsize=128)
+def _data_uri(panels_json: str) -> str:
+    panels = [Panel(**{**p, "series": [Series(**s) for s in p["series"]]}) for p in json.loads(panels_json)]
     return "data:image/png;base64," + base64.b64encode(figure_png(panels)).decode("ascii")
