@@ -106,6 +106,20 @@ def test_probe_splits_an_affine_update_into_its_own_step_and_its_moved_input():
     assert got["coords/2/update_input"] == pytest.approx(float(moved.abs().mean()), rel=1e-6)
     assert got["coords/2/update"] == pytest.approx(float((own + moved).abs().mean()), rel=1e-6)
     assert got["coords/0/update_input"] == 0.0  # the data do not move
+    assert "coords/2/update_input_target" not in got  # no class labels: no split by logit
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    labelled = TrainState(0, model, half_mse, x, labels, x[:0], labels[:0], True, {})
+    probe.measure(labelled)  # its own reference: the current weights
+    with torch.no_grad():
+        first_layer.weight.add_(0.3 * torch.randn(6, 3))
+    r2 = torch.tanh(first_layer(x)).detach()
+    split = probe.measure(labelled)
+    moved2 = (r2 - r) @ w.T
+    at_label = moved2[torch.arange(8), labels]
+    assert split["coords/2/update_input_target"] == pytest.approx(float(at_label.abs().mean()), rel=1e-6)
+    assert split["coords/2/update_input_other"] == pytest.approx(float(moved2[torch.arange(8), 1 - labels].abs().mean()),
+                                                                 rel=1e-6)
+    assert "coords/0/update_input_target" not in split  # only the readout (the last affine layer) is split
 
 
 def test_probe_reads_token_inputs_and_every_called_layer_of_a_transformer():

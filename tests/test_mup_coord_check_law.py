@@ -28,10 +28,17 @@ def _checks(verdict, prefix):
 def test_quick_mlp_checks_and_sp_checks_hold(quick_runs):
     verdict = LAW.evaluate(quick_runs["mup-coord-check"], "quick")
     held = _checks(verdict, "muP MLP") + _checks(verdict, "SP MLP") + _checks(verdict, "SP Transformer")
-    assert len(held) == 11 and all(c.ok for c in held), [c for c in held if not c.ok]
+    assert len(held) == 15 and all(c.ok for c in held), [c for c in held if not c.ok]
+    # the readout's moved input by logit: the transformer's 96 other logits read it incoherently (slope ~1), its
+    # label logit coherently (super-linear); the MLP's 10 classes leak the label's coherence into the others
+    def part(net, where):
+        return next(c.value for c in held if c.name.startswith(f"SP {net}: W_0 dx at {where}"))
+
+    assert abs(part("Transformer", "the other logits") - 1.0) < 0.1
+    assert part("Transformer", "each row's label logit") > 1.2 and part("MLP", "each row's label logit") > 1.2
     # SP at muP's learning rate leaves the linear response (features move > their size in one step): reported only
     at_mup_lr = _checks(verdict, "SP at muP's lr")
-    assert len(at_mup_lr) == 8 and all(c.kind == "info" for c in at_mup_lr)
+    assert len(at_mup_lr) == 12 and all(c.kind == "info" for c in at_mup_lr)
     assert all(c.value > 1 for c in at_mup_lr if "relative change" in c.name)
     assert [p.title.split(":")[0] for p in verdict.panels] == ["muP MLP", "SP MLP", "SP at muP's lr MLP", "muP Transformer",
                                                                "SP Transformer", "SP at muP's lr Transformer"]

@@ -67,6 +67,8 @@ class CoordCheck:
     update: dict[str, np.ndarray] = field(default_factory=dict)
     update_weight: dict[str, np.ndarray] = field(default_factory=dict)
     update_input: dict[str, np.ndarray] = field(default_factory=dict)
+    update_input_target: dict[str, np.ndarray] = field(default_factory=dict)
+    update_input_other: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _slope(self, sizes: dict[str, np.ndarray], step: int) -> dict[str, float]:
         return {name: float(np.polyfit(np.log(self.widths), np.log(s[:, step]), 1)[0]) for name, s in sizes.items()
@@ -84,8 +86,11 @@ class CoordCheck:
 
     def update_part_exponents(self, step: int = 1) -> dict[str, dict[str, float]]:
         """Fitted width exponents of an affine layer's update parts at ``step``: ``{"weight": {layer: exponent of
-        mean |(W_t - W_0) x_t|}, "input": {layer: exponent of mean |W_0 (x_t - x_0)|}}``."""
-        return {"weight": self._slope(self.update_weight, step), "input": self._slope(self.update_input, step)}
+        mean |(W_t - W_0) x_t|}, "input": {layer: exponent of mean |W_0 (x_t - x_0)|}, "input_target"/"input_other":
+        the readout's label logit / other logits of the latter}``."""
+        return {"weight": self._slope(self.update_weight, step), "input": self._slope(self.update_input, step),
+                "input_target": self._slope(self.update_input_target, step),
+                "input_other": self._slope(self.update_input_other, step)}
 
     @property
     def predicted(self) -> dict[str, float]:
@@ -109,7 +114,8 @@ class CoordCheck:
                     if not np.array_equal(steps, np.arange(len(steps))):
                         raise ValueError(f"run {run.run_id}: {metric} is not measured at every step")
                     store = {"size": out.activation, "update": out.update, "update_weight": out.update_weight,
-                             "update_input": out.update_input}[kind]
+                             "update_input": out.update_input, "update_input_target": out.update_input_target,
+                             "update_input_other": out.update_input_other}[kind]
                     store.setdefault(head[len("coords/"):], np.zeros((len(widths), len(steps))))[wi] += values / len(seeds)
         out.roles = {name: roles[name] for name in out.activation}
         return out

@@ -397,7 +397,8 @@ class CoordinateSizes(Probe):
     ``h_t`` of every ``nn.Linear``, lmech ``Dense``, ``nn.Embedding`` and ``nn.LayerNorm`` module on the first
     ``points`` training inputs (token ids work too), ``h_0`` from the run's first measurement (the init
     when scheduled at step 0), and for affine layers the update's two parts ``coords/<module>/update_weight`` = mean
-    ``|(W_t - W_0) x_t|`` and ``coords/<module>/update_input`` = mean ``|W_0 (x_t - x_0)|``: the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
+    ``|(W_t - W_0) x_t|`` and ``coords/<module>/update_input`` = mean ``|W_0 (x_t - x_0)|`` (for class labels, the
+    readout's split into ``update_input_target`` and ``update_input_other``): the coordinate check of Yang et al. 2022 (arXiv:2203.03466, App. D.1), read back by
     :meth:`lmech.CoordCheck.from_runs`."""
 
     points: int = 256
@@ -409,7 +410,9 @@ class CoordinateSizes(Probe):
 
     @torch.no_grad()
     def measure(self, state: TrainState) -> dict[str, float]:
-        with coordinate_sizes(state.model, state.memo(self).setdefault("first", {})) as sizes:
+        y = state.y_train[:self.points]
+        labels = (y.argmax(dim=1) if y.dim() == 2 else y) if state.labelled else None
+        with coordinate_sizes(state.model, state.memo(self).setdefault("first", {}), labels) as sizes:
             state.model(state.x_train[:self.points])
         return {f"coords/{n}/{kind}": v for n, kinds in sizes.items() for kind, v in kinds.items()}
 
