@@ -199,3 +199,25 @@ def test_check_renders_each_figure_once_while_judging_and_the_report_reuses_it(t
     assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 2  # cached: drawn once each
     figures._data_uri.cache_clear()
     assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 4  # a fresh process draws again
+
+
+def test_short_log_sweeps_are_ticked_at_their_points():
+    """Widths 32..512 on a log axis: ticks at the five widths, labelled plainly; a learning-rate grid of 2^-k (long
+    labels) keeps matplotlib's decade ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lmech.report.figures import _label_sweep_points
+
+    widths = [32, 64, 128, 256, 512]
+    fig, (a, b) = plt.subplots(1, 2)
+    a.set_xscale("log")
+    _label_sweep_points(a, Panel("t", "width", "y", [Series.of("m", widths, [1] * 5)], xscale="log"))
+    assert list(a.get_xticks()) == widths and [t.get_text() for t in a.get_xticklabels()] == ["32", "64", "128", "256", "512"]
+    b.set_xscale("log")
+    before = list(b.get_xticks())
+    _label_sweep_points(b, Panel("t", "lr", "y", [Series.of("m", [2.0 ** -k for k in range(3, 12)], [1] * 9)], xscale="log"))
+    assert list(b.get_xticks()) == before
+    plt.close(fig)

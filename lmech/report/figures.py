@@ -35,6 +35,7 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
             if s.low is not None and s.high is not None:
                 ax.vlines(s.x, s.low, s.high, color=colour, linewidth=1.0, alpha=0.7)
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
+        _label_sweep_points(ax, panel)
         if len(panel.series) <= 14:
             ax.legend(fontsize=6.5, frameon=False)
         ax.grid(alpha=0.25)
@@ -43,6 +44,18 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _label_sweep_points(ax, panel: Panel) -> None:
+    """On a log x axis over a short sweep (2-10 measured x values with short labels, e.g. widths 32..512), tick and
+    label exactly those values instead of matplotlib's overlapping minor-tick labels."""
+    from matplotlib.ticker import NullFormatter
+
+    xs = sorted({x for s in panel.series if s.kind in ("measured", "curve") for x in s.x if x > 0})
+    labels = [f"{x:g}" for x in xs]
+    if panel.xscale == "log" and 2 <= len(xs) <= 10 and max(map(len, labels)) <= 5:  # short labels: 16, 2048, 0.1
+        ax.set_xticks(xs, labels)
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def figure_data_uri(panels: list[Panel]) -> str:
