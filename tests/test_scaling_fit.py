@@ -84,3 +84,27 @@ def test_compute_optimal_allocation_matches_a_brute_force_search():
 def test_bad_input_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit_scaling_law(**kwargs)
+
+
+@pytest.mark.parametrize("form, truth", [
+    ("kaplan", {"N_c": 8.8e13, "D_c": 5.4e13, "alpha_N": 0.076, "alpha_D": 0.095}),  # Kaplan et al. 2020, Sec. 1.2
+    ("quanta", {"A": 2.0e4, "B": 3.0e3, "E": 1.5, "alpha": 0.5}),
+])
+def test_noise_free_kaplan_and_quanta_data_give_back_their_parameters(form, truth):
+    """The forms without closed-form derivatives (autograd Jacobians): recovered from every start of their grids."""
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(np.log(1e6), np.log(1e10), 40))
+    d = np.exp(rng.uniform(np.log(1e7), np.log(1e11), 40))
+    p = truth
+    if form == "kaplan":
+        loss = ((p["N_c"] / n) ** (p["alpha_N"] / p["alpha_D"]) + p["D_c"] / d) ** p["alpha_D"]
+    else:
+        loss = p["E"] + (p["A"] / n + p["B"] / d ** (1 / (1 + p["alpha"]))) ** p["alpha"]
+    fit = fit_scaling_law(n, d, loss, form=form)
+    assert fit.converged and set(fit.params) == set(truth)
+    np.testing.assert_allclose(fit.predict(n, d), loss, rtol=1e-6)
+    for name, value in truth.items():
+        assert fit.params[name] == pytest.approx(value, rel=1e-3), name
+    n_opt, d_opt, l_opt = fit.compute_optimal([1e22])  # numeric allocation under 6 N D
+    assert 6 * n_opt[0] * d_opt[0] == pytest.approx(1e22, rel=1e-6)
+    assert l_opt[0] <= min(fit.predict(n_opt * f, 1e22 / (6 * n_opt * f))[0] for f in (0.8, 1.25))

@@ -3,37 +3,45 @@
 Forms (REFERENCE 2.14; parameters named as in the form):
 
 - ``chinchilla``: ``L = E + A/N^alpha + B/D^beta`` (Hoffmann et al. 2022, arXiv:2203.15556);
-- ``power``: one variable, ``L = E + A x^-alpha``, or ``L = A x^-alpha`` with ``offset=False``.
+- ``kaplan``: ``L = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D`` (Kaplan et al. 2020, arXiv:2001.08361);
+- ``quanta``: ``L = E + (A/N + B/D^(1/(1+alpha)))^alpha`` (Michaud et al. 2023, arXiv:2303.13506);
+- ``power``: one variable, ``L = E + A x^-alpha``; ``power-no-offset``: ``L = A x^-alpha``.
 
 Approach 3 (as replicated by Besiroglu et al. 2024, arXiv:2404.10102, epoch-research/analyzing-chinchilla):
-with ``a = log A``, ``b = log B``, ``e = log E`` the model's log loss is a log-sum-exp,
-``LSE(a - alpha log N, b - beta log D, e)``, and the fit minimizes ``sum_i w_i Huber_delta(log L_hat_i - log L_i)``
+with positive scales fitted in log (``log_A``, ``log_B``, ``log_E``) the Chinchilla model's log loss is a
+log-sum-exp, ``LSE(log_A - alpha log N, log_B - beta log D, log_E)``, and the fit minimizes ``sum_i w_i Huber_delta(log L_hat_i - log L_i)``
 with ``delta = 1e-3`` from every point of a grid of starts (for Chinchilla 4500: ``alpha, beta in {0, .5, .., 2}``,
 ``e in {-1, -.5, .., 1}``, ``a, b in {0, 5, .., 25}``), keeping the best optimum. Where the replications loop
 ``scipy.optimize.minimize(method="L-BFGS-B")`` over the starts, here all starts advance together: a batched
-Levenberg-Marquardt iteration on the exact gradient and Hessian (autograd, ``vmap`` over starts), each start with its
-own damping, accepting a step only when its objective falls. The Huber loss has a zero second derivative beyond
-``delta``; the damping keeps those steps bounded, as L-BFGS's line search does.
+Levenberg-Marquardt iteration on the exact gradient and the Gauss-Newton curvature of the Huber majorizer (weights
+``min(1, delta/|r|)``: iteratively reweighted least squares), each start with its own damping, keeping a step only
+when its objective does not rise. The derivatives are in closed form for the forms whose log loss is a log-sum-exp of
+terms linear in the parameters (chinchilla, power) and by forward-mode autograd (``vmap(jacfwd)``) for the others
+(kaplan, quanta). bench/bench_scaling_fit.py times it against the scipy loop.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.func import grad, hessian, vmap
+from torch.func import jacfwd, vmap
 
 _GRID_EXPONENTS = np.arange(0.0, 2.01, 0.5)
 _GRID_OFFSETS = np.arange(-1.0, 1.01, 0.5)
 _GRID_SCALES = np.arange(0.0, 25.1, 5.0)
+_GRID_KAPLAN = np.array([0.05, 0.25, 0.5, 1.0])
+_PATIENCE, _FAR = 50, 1e-3  # after 50 iterations, starts whose objective is 0.1% above the best stop
 
 
 @dataclass(frozen=True)
 class _Form:
-    """A scaling-law form: internal parameter names (log scales ``a, b, e`` and exponents), the public names, the
-    number of variables, the model's log loss and the default grid of starts."""
+    """A scaling-law form: internal parameter names (``log_X`` for a positive scale ``X``, fitted in log; exponents
+    as they are), the number of variables, the model's log loss, the default grid of starts and, for forms whose log
+    loss is a log-sum-exp of terms linear in the parameters, those terms' coefficients (closed-form derivatives)."""
 
     name: str
     internal: tuple[str, ...]
@@ -43,9 +51,9 @@ class _Form:
     terms: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # log L_hat = LSE_t (M[p, t] @ theta)
 
     def public(self, theta: np.ndarray) -> dict[str, float]:
-        """``{"E": exp(e), "A": exp(a), ..., "alpha": ...}`` from the internal vector."""
-        names = {"a": "A", "b": "B", "e": "E"}
-        return {names.get(k, k): float(np.exp(v) if k in names else v) for k, v in zip(self.internal, theta)}
+        """``{"E": exp(log_E), ..., "alpha": ...}`` from the internal vector."""
+        return {k[4:] if k.startswith("log_") else k: float(np.exp(v) if k.startswith("log_") else v)
+                for k, v in zip(self.internal, theta)}
 
 
 def _chinchilla(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
@@ -61,6 +69,17 @@ def _power(theta: torch.Tensor, log_x: torch.Tensor, _: torch.Tensor) -> torch.T
 def _pure_power(theta: torch.Tensor, log_x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     a, alpha = theta
     return a - alpha * log_x
+
+
+def _kaplan(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
+    log_nc, log_dc, alpha_n, alpha_d = theta
+    return alpha_d * torch.logaddexp(alpha_n / alpha_d * (log_nc - log_n), log_dc - log_d)
+
+
+def _quanta(theta: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
+    log_a, log_b, log_e, alpha = theta
+    inner = torch.logaddexp(log_a - log_n, log_b - log_d / (1 + alpha))
+    return torch.logaddexp(log_e.expand_as(log_n), alpha * inner)
 
 
 def _chinchilla_terms(log_n: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
@@ -83,13 +102,19 @@ def _product(*axes: np.ndarray) -> np.ndarray:
 
 
 FORMS = {
-    "chinchilla": _Form("chinchilla", ("a", "b", "e", "alpha", "beta"), 2, _chinchilla,
+    "chinchilla": _Form("chinchilla", ("log_A", "log_B", "log_E", "alpha", "beta"), 2, _chinchilla,
                         lambda: _product(_GRID_SCALES, _GRID_SCALES, _GRID_OFFSETS, _GRID_EXPONENTS, _GRID_EXPONENTS),
                         _chinchilla_terms),
-    "power": _Form("power", ("a", "e", "alpha"), 1, _power,
+    "power": _Form("power", ("log_A", "log_E", "alpha"), 1, _power,
                    lambda: _product(_GRID_SCALES, _GRID_OFFSETS, _GRID_EXPONENTS), _power_terms),
-    "power-no-offset": _Form("power-no-offset", ("a", "alpha"), 1, _pure_power,
+    "power-no-offset": _Form("power-no-offset", ("log_A", "alpha"), 1, _pure_power,
                              lambda: _product(_GRID_SCALES, _GRID_EXPONENTS), _pure_power_terms),
+    # no published grid: log N_c, log D_c over 0..35 in steps of 5 (Kaplan's fits: 32, 31.6), exponents 0.05..1
+    "kaplan": _Form("kaplan", ("log_N_c", "log_D_c", "alpha_N", "alpha_D"), 2, _kaplan,
+                    lambda: _product(np.arange(0.0, 35.1, 5.0), np.arange(0.0, 35.1, 5.0), _GRID_KAPLAN, _GRID_KAPLAN)),
+    # Michaud et al. 2023's joint form: the Chinchilla grid for the scales, its exponents from 0.25 (alpha = 0 is flat)
+    "quanta": _Form("quanta", ("log_A", "log_B", "log_E", "alpha"), 2, _quanta,
+                    lambda: _product(_GRID_SCALES, _GRID_SCALES, _GRID_OFFSETS, np.array([0.25, 0.5, 1.0, 1.5, 2.0]))),
 }
 
 
@@ -107,6 +132,7 @@ class ScalingFit:
     starts: int
     iterations: int
     huber_delta: float
+    theta: tuple[float, ...] = field(repr=False, default=())  # the internal parameters (FORMS[form].internal)
 
     def __getattr__(self, name: str) -> float:
         params = self.__dict__.get("params", {})
@@ -116,13 +142,13 @@ class ScalingFit:
 
     def predict(self, n: Sequence[float] | float, d: Sequence[float] | float | None = None) -> np.ndarray:
         """The fitted loss at ``n`` (and ``d`` for the two-variable forms)."""
-        p = self.params
-        n = np.asarray(n, float)
-        if self.form == "chinchilla":
-            if d is None:
-                raise ValueError("the chinchilla form needs d (data) as well as n (parameters)")
-            return p["E"] + p["A"] / n ** p["alpha"] + p["B"] / np.asarray(d, float) ** p["beta"]
-        return p.get("E", 0.0) + p["A"] * n ** -p["alpha"]
+        spec = FORMS[self.form]
+        if spec.variables == 2 and d is None:
+            raise ValueError(f"the {self.form} form needs d (data) as well as n (parameters)")
+        log_n = torch.as_tensor(np.log(np.asarray(n, float)))
+        log_d = torch.as_tensor(np.log(np.asarray(d, float))) if d is not None else log_n
+        log_n, log_d = torch.broadcast_tensors(log_n, log_d)
+        return np.exp(spec.log_model(torch.tensor(self.theta, dtype=torch.float64), log_n, log_d).numpy())
 
     @property
     def allocation_exponents(self) -> tuple[float, float]:
@@ -137,10 +163,14 @@ class ScalingFit:
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(N*, D*, L*)`` minimizing the fitted loss at compute ``c``. With the default ``flops = 6 N D`` in closed
         form: ``N* = G (C/6)^a``, ``D* = (C/6)^b / G``, ``G = (alpha A / (beta B))^(1/(alpha + beta))``; for another
-        ``flops(N, D)`` (increasing in ``D``) by a bounded search over ``log N``, ``D`` solving ``flops(N, D) = C``."""
-        self._need_chinchilla("compute_optimal")
+        ``flops(N, D)`` (increasing in ``D``), or another form, by a bounded search over ``log N``, ``D`` solving
+        ``flops(N, D) = C``."""
+        if FORMS[self.form].variables != 2:
+            raise ValueError(f"compute_optimal needs a form in N and D; this fit is {self.form!r}")
         c = np.atleast_1d(np.asarray(c, float))
         p = self.params
+        if flops is None and self.form != "chinchilla":
+            flops = _six_nd
         if flops is None:
             a, b = self.allocation_exponents
             g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
@@ -159,6 +189,10 @@ class ScalingFit:
     def _need_chinchilla(self, what: str) -> None:
         if self.form != "chinchilla":
             raise ValueError(f"{what} needs the chinchilla form (two variables, N and D); this fit is {self.form!r}")
+
+
+def _six_nd(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    return 6 * n * d
 
 
 def _numeric_optimum(fit: ScalingFit, c: float, flops: Callable) -> tuple[float, float]:
@@ -229,13 +263,10 @@ def fit_scaling_law(n: Sequence[float], d: Sequence[float] | None = None, loss: 
     log_l = torch.tensor(np.log(arrays["loss"]), dtype=torch.float64)
     wt = torch.tensor(w, dtype=torch.float64)
 
-    def objective(theta: torch.Tensor) -> torch.Tensor:
-        return (wt * huber(spec.log_model(theta, log_n, log_d) - log_l, huber_delta)).sum()
-
     if spec.terms is not None:
         derivatives = _lse_derivatives(spec.terms(log_n, log_d), log_l, wt, huber_delta)
     else:
-        derivatives = _autograd_derivatives(objective)
+        derivatives = _autograd_derivatives(lambda theta: spec.log_model(theta, log_n, log_d) - log_l, wt, huber_delta)
     gtol = tol * float((wt * huber_delta * (1 + log_n.abs() + (log_d.abs() if "d" in arrays else 0))).sum())
     theta, value, gnorm, iterations = _batched_lm(derivatives, torch.tensor(starts, dtype=torch.float64),
                                                   max_iterations, gtol)
@@ -243,41 +274,57 @@ def fit_scaling_law(n: Sequence[float], d: Sequence[float] | None = None, loss: 
     best_theta = theta[best]
     residuals = (spec.log_model(best_theta, log_n, log_d) - log_l).numpy()
     return ScalingFit(form, spec.public(best_theta.numpy()), float(value[best]), residuals,
-                      bool(gnorm[best] <= gtol), len(starts), iterations, huber_delta)
+                      bool(gnorm[best] <= gtol), len(starts), iterations, huber_delta, tuple(best_theta.tolist()))
 
 
-Derivatives = Callable[[torch.Tensor, bool], tuple]  # theta (starts, k) -> value, or (value, grad, hessian)
+Derivatives = Callable[[torch.Tensor], tuple]  # theta (starts, k) -> (value, gradient, curvature) per start
 
 
-def _autograd_derivatives(objective: Callable[[torch.Tensor], torch.Tensor]) -> Derivatives:
-    """Value, gradient and Hessian of ``objective`` for every start by ``vmap`` of autograd (any form)."""
-    values, grads, hessians = vmap(objective), vmap(grad(objective)), vmap(hessian(objective))
+def _huber_terms(r: torch.Tensor, jac: torch.Tensor, w: torch.Tensor, delta: float) -> tuple:
+    """From residuals ``r`` (starts, points) and their Jacobians ``jac`` (starts, points, k): the objective
+    ``sum w Huber(r)``, its gradient ``sum w psi'(r) grad r`` and the Gauss-Newton matrix of the Huber majorizer,
+    ``sum w min(1, delta/|r|) grad r grad r^T`` (iteratively reweighted least squares): positive semi-definite, where
+    the exact Hessian of a residual in Huber's linear part is indefinite."""
+    value = (w * huber(r, delta)).sum(dim=1)
+    g = torch.bmm((w * r.clamp(-delta, delta)).unsqueeze(1), jac).squeeze(1)
+    weighted = jac * (w * (delta / r.abs().clamp(min=delta))).unsqueeze(2)
+    return value, g, torch.bmm(weighted.transpose(1, 2), jac)
 
-    def derivatives(theta: torch.Tensor, full: bool) -> tuple:
-        return (values(theta), grads(theta), hessians(theta)) if full else (values(theta),)
+
+def _autograd_derivatives(residuals: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor,
+                          delta: float) -> Derivatives:
+    """Any form: residuals and their Jacobians for every start by ``vmap`` of forward-mode autograd."""
+    batched, jacobians = vmap(residuals), vmap(jacfwd(residuals))
+
+    def derivatives(theta: torch.Tensor) -> tuple:
+        return _huber_terms(batched(theta), jacobians(theta), w, delta)
     return derivatives
 
 
 def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, w: torch.Tensor, delta: float) -> Derivatives:
-    """Closed-form value, gradient and curvature of ``sum_p w_p Huber(LSE_t(m[p, t] . theta) - log L_p)`` for every
-    start: with ``s = softmax(z)`` (the terms are linear in theta), ``grad r = sum_t s_t m_t``, ``g = sum w psi'(r)
-    grad r``, and the Gauss-Newton matrix of the Huber majorizer, ``sum w min(1, delta/|r|) grad r grad r^T``
-    (iteratively reweighted least squares): positive semi-definite, where the exact Hessian of a residual in Huber's
-    linear part is indefinite."""
-    def derivatives(theta: torch.Tensor, full: bool) -> tuple:
-        z = torch.einsum("ptk,sk->spt", m, theta)
-        r = torch.logsumexp(z, dim=2) - log_l
+    """Forms whose log loss is ``LSE_t(m[p, t] . theta)`` (terms linear in theta), in closed form without forming the
+    Jacobians: with ``s = softmax(z)``, ``grad r_p = sum_t s_pt m_pt``, so ``g = sum_t (w psi' s_t) @ m_t`` and the
+    curvature of :func:`_huber_terms` is ``sum_{t,t'} (w omega s_t s_t') @ (m_t outer m_t')``: a few matrix products
+    of (starts x points) by (points x k^2), where per-start products of tiny matrices would be slow."""
+    points, terms, k = m.shape
+    per_term = [m[:, t, :].T.contiguous() for t in range(terms)]  # (k, points): z_t = theta @ per_term[t]
+    outer = torch.einsum("ptk,pul->tupkl", m, m).reshape(terms, terms, points, k * k)
+    pairs = [(t, u) for t in range(terms) for u in range(t, terms)]  # the curvature's symmetric pairs of terms
+    paired = {(t, u): outer[t, u] + outer[u, t] if t != u else outer[t, t] for t, u in pairs}
+
+    def derivatives(theta: torch.Tensor) -> tuple:
+        z = [theta @ mt for mt in per_term]  # each (starts, points): contiguous, no reductions over 2-3 terms
+        top = functools.reduce(torch.maximum, z)
+        e = [torch.exp(zt - top) for zt in z]  # one pass for both the log-sum-exp and its softmax
+        total = functools.reduce(torch.add, e)
+        r = top + torch.log(total) - log_l
         value = (w * huber(r, delta)).sum(dim=1)
-        if not full:
-            return (value,)
-        s = torch.softmax(z, dim=2)
-        gr = torch.einsum("spt,ptk->spk", s, m)
-        d1 = w * r.clamp(-delta, delta)
-        g = torch.einsum("sp,spk->sk", d1, gr)
-        # the Huber majorizer's curvature (IRLS weights psi'(r)/r = min(1, delta/|r|)) on the Gauss-Newton model
-        irls = w * (delta / r.abs().clamp(min=delta))
-        h = torch.einsum("sp,spk,spl->skl", irls, gr, gr)
-        return value, g, h
+        soft = torch.stack(e) / total  # (terms, starts, points)
+        slope, omega = w * r.clamp(-delta, delta), w * (delta / r.abs().clamp(min=delta))
+        g = sum((slope * soft[t]) @ m[:, t, :] for t in range(terms))
+        weighted = omega * soft
+        h = sum((weighted[t] * soft[u]) @ paired[t, u] for t, u in pairs)
+        return value, g, h.view(len(theta), k, k)
     return derivatives
 
 
@@ -285,14 +332,18 @@ def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, max_iterations: i
                 tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Levenberg-Marquardt on every row of ``theta`` at once: ``(H + lam diag|H|) step = -g``; a start's step is kept
     only if its objective does not rise (then ``lam /= 3``, else ``lam *= 4``). A start stops when its gradient norm
-    is below ``tol``, when an accepted step changed the objective by less than 1e-15 of it, or when its damping
-    saturates (no descent step left at double precision)."""
-    value, g, h = derivatives(theta, True)
+    is below ``tol``, when an accepted step changed the objective by less than 1e-15 of it, when its damping
+    saturates (no descent step left at double precision), or, after ``_PATIENCE`` iterations, when its objective is
+    more than ``_FAR`` above the best start's (a slow valley: as scipy's loop stops each start on its own, without
+    waiting for the worst)."""
+    value, g, h = derivatives(theta)
     lam = torch.full((len(theta),), 1e-3, dtype=theta.dtype)
     active = torch.ones(len(theta), dtype=torch.bool)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         active &= (g.norm(dim=1) > tol) & (lam < 1e12)
+        if iterations > _PATIENCE:  # a start still far above the best after this many steps is in a slow valley
+            active &= value <= value.min() * (1 + _FAR)
         if not active.any():
             break
         idx = torch.nonzero(active).flatten()
@@ -302,13 +353,12 @@ def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, max_iterations: i
         step = torch.linalg.solve(hi + li[:, None, None] * torch.diag_embed(scale), -gi.unsqueeze(2)).squeeze(2)
         step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
         trial = theta[idx] + step
-        (trial_value,) = derivatives(trial, False)
+        trial_value, trial_g, trial_h = derivatives(trial)  # most steps are kept: derive them in the same pass
         better = torch.isfinite(trial_value) & (trial_value <= value[idx])
         stalled = better & (value[idx] - trial_value <= 1e-15 * value[idx].abs())
         accepted = idx[better]
-        theta[accepted] = trial[better]
-        if len(accepted):
-            value[accepted], g[accepted], h[accepted] = derivatives(theta[accepted], True)
+        theta[accepted], value[accepted] = trial[better], trial_value[better]
+        g[accepted], h[accepted] = trial_g[better], trial_h[better]
         lam[idx] = torch.where(better, li / 3, li * 4).clamp(min=1e-12)
         active[idx[stalled]] = False
     return theta, value, g.norm(dim=1), iterations
