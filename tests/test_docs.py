@@ -19,7 +19,7 @@ def test_catalogue_matches_registry():
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
@@ -29,6 +29,8 @@ def test_python_examples_run(tmp_path, monkeypatch):
     emp, ntk = namespace["emp"].numpy(), namespace["ntk"]
     assert np.linalg.norm(emp - ntk) / np.linalg.norm(ntk) < 0.15  # one 1024-wide network: ~2.2 x 2 / sqrt(1024)
     assert namespace["f_t"].shape == (3, 200, 1)
+    lo, hi = namespace["fit"].ci["alpha"]
+    assert lo < 0.34 < hi and namespace["fit"].converged  # the scaling example's intervals cover the true exponent
     assert np.all(np.diff(namespace["curve"].test_mse) < 0)  # more data, lower predicted error
     # the curvature example: 11 tracked measurements (steps 0, 10, ..., 100); a diagonal block's top eigenvalue
     # is at most the full Hessian's (Cauchy interlacing); Hutch++ agrees with Hutchinson within their errors

@@ -108,3 +108,22 @@ def test_noise_free_kaplan_and_quanta_data_give_back_their_parameters(form, trut
     n_opt, d_opt, l_opt = fit.compute_optimal([1e22])  # numeric allocation under 6 N D
     assert 6 * n_opt[0] * d_opt[0] == pytest.approx(1e22, rel=1e-6)
     assert l_opt[0] <= min(fit.predict(n_opt * f, 1e22 / (6 * n_opt * f))[0] for f in (0.8, 1.25))
+
+
+def test_bootstrap_intervals_cover_the_truth_and_bracket_the_fit():
+    """REFERENCE 2.14 CPU check (a): 40 points of Hoffmann's law with 1% noise; the 95% percentile intervals of 200
+    replicates (refit from the full-data optimum and three other grid optima, one batched problem) cover every true
+    parameter and the fit's own values; predictions and the compute-optimal size get intervals too."""
+    n, d, loss = _chinchilla_data(noise=0.01, seed=4)
+    fit = fit_scaling_law(n, d, loss, bootstrap=200, seed=1)
+    assert fit.replicates.shape == (200, 5) and set(fit.ci) == set(HOFFMANN)
+    for name, truth in HOFFMANN.items():
+        lo, hi = fit.ci[name]
+        assert lo < truth < hi and lo <= fit.params[name] <= hi, (name, lo, truth, hi)
+    lo, hi = fit.predict_interval([1e9], [2e10])
+    assert lo[0] < fit.predict([1e9], [2e10])[0] < hi[0]
+    optimal = fit.compute_optimal_interval([1e22])
+    assert optimal["N"][0][0] < fit.compute_optimal([1e22])[0][0] < optimal["N"][1][0]
+    assert "[" in fit.summary()  # intervals printed next to the parameters
+    with pytest.raises(ValueError, match="bootstrap=B"):
+        fit_scaling_law(n, d, loss).predict_interval([1e9], [2e10])

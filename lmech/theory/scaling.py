@@ -34,6 +34,7 @@ _GRID_EXPONENTS = np.arange(0.0, 2.01, 0.5)
 _GRID_OFFSETS = np.arange(-1.0, 1.01, 0.5)
 _GRID_SCALES = np.arange(0.0, 25.1, 5.0)
 _GRID_KAPLAN = np.array([0.05, 0.25, 0.5, 1.0])
+_BOOTSTRAP_STARTS = 4  # each bootstrap replicate starts from the full-data optimum and 3 other distinct optima
 _PATIENCE, _FAR = 50, 1e-3  # after 50 iterations, starts whose objective is 0.1% above the best stop
 
 
@@ -133,6 +134,8 @@ class ScalingFit:
     iterations: int
     huber_delta: float
     theta: tuple[float, ...] = field(repr=False, default=())  # the internal parameters (FORMS[form].internal)
+    replicates: np.ndarray | None = field(repr=False, default=None)  # bootstrap refits, rows of internal parameters
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% percentile intervals from the bootstrap
 
     def __getattr__(self, name: str) -> float:
         params = self.__dict__.get("params", {})
@@ -179,9 +182,31 @@ class ScalingFit:
             n_opt, d_opt = np.array([_numeric_optimum(self, ci, flops) for ci in c]).T
         return n_opt, d_opt, self.predict(n_opt, d_opt)
 
+    def predict_interval(self, n: Sequence[float] | float, d: Sequence[float] | float | None = None,
+                         level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile interval of the predicted loss over the bootstrap replicates."""
+        draws = np.array([self._replicate(t).predict(n, d) for t in self._need_replicates()])
+        return _percentiles(draws, level)
+
+    def compute_optimal_interval(self, c: Sequence[float] | float, level: float = 0.95,
+                                 flops: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> dict:
+        """Percentile intervals of ``N*``, ``D*`` and ``L*`` at compute ``c`` over the bootstrap replicates."""
+        draws = [self._replicate(t).compute_optimal(c, flops) for t in self._need_replicates()]
+        return {name: _percentiles(np.array([d[i] for d in draws]), level) for i, name in enumerate(("N", "D", "L"))}
+
+    def _need_replicates(self) -> np.ndarray:
+        if self.replicates is None:
+            raise ValueError("no bootstrap replicates: fit with bootstrap=B (e.g. 1000) for intervals")
+        return self.replicates
+
+    def _replicate(self, theta: np.ndarray) -> "ScalingFit":
+        return ScalingFit(self.form, FORMS[self.form].public(theta), np.nan, self.residuals, True, 0, 0,
+                          self.huber_delta, tuple(theta))
+
     def summary(self) -> str:
         """One paragraph: the form, its parameters, the objective and convergence."""
-        body = ", ".join(f"{k} = {v:.4g}" for k, v in self.params.items())
+        body = ", ".join(f"{k} = {v:.4g}" + (f" [{self.ci[k][0]:.4g}, {self.ci[k][1]:.4g}]" if k in self.ci else "")
+                         for k, v in self.params.items())
         state = "converged" if self.converged else "NOT converged (best point returned)"
         return (f"{self.form} fit: {body}; Huber({self.huber_delta:g}) objective {self.objective:.6g} over "
                 f"{len(self.residuals)} points, best of {self.starts} starts, {state}")
@@ -189,6 +214,11 @@ class ScalingFit:
     def _need_chinchilla(self, what: str) -> None:
         if self.form != "chinchilla":
             raise ValueError(f"{what} needs the chinchilla form (two variables, N and D); this fit is {self.form!r}")
+
+
+def _percentiles(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    tail = 50 * (1 - level)
+    return np.percentile(draws, tail, axis=0), np.percentile(draws, 100 - tail, axis=0)
 
 
 def _six_nd(n: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -225,12 +255,17 @@ def huber(r: torch.Tensor, delta: float) -> torch.Tensor:
 def fit_scaling_law(n: Sequence[float], d: Sequence[float] | None = None, loss: Sequence[float] | None = None, *,
                     form: str = "chinchilla", huber_delta: float = 1e-3, grid: np.ndarray | None = None,
                     drop_highest: int = 0, weights: Sequence[float] | None = None, max_iterations: int = 400,
-                    tol: float = 1e-6) -> ScalingFit:
+                    tol: float = 1e-6, bootstrap: int = 0, seed: int = 0) -> ScalingFit:
     """Fit ``form`` to ``loss`` at ``n`` (and ``d``) by approach 3 (see the module docstring); ``grid``: the starts
     as rows of internal parameters (default the form's published grid); ``drop_highest``: leave out the k
     highest-loss points first; ``weights``: per-point weights of the Huber terms. The best start's optimum is
     returned; ``converged`` says whether its gradient fell below ``tol`` times the gradient scale of the data,
-    ``sum_p w_p delta (1 + |log N_p| + |log D_p|)`` (the gradient if every residual sat in Huber's linear part)."""
+    ``sum_p w_p delta (1 + |log N_p| + |log D_p|)`` (the gradient if every residual sat in Huber's linear part).
+
+    ``bootstrap=B``: B replicates resample the points with replacement (as multinomial counts on the weights) and
+    refit, each from the full-data optimum and the three best distinct other optima of the grid (so a replicate can
+    leave the full-data basin), all ``4 B`` starts in one batched problem; ``ci`` holds the 95% percentile interval
+    of every parameter, and ``predict_interval`` / ``compute_optimal_interval`` those of predictions."""
     if form not in FORMS:
         raise ValueError(f"form={form!r} is not a scaling-law form; allowed: {', '.join(FORMS)}")
     spec = FORMS[form]
@@ -264,20 +299,54 @@ def fit_scaling_law(n: Sequence[float], d: Sequence[float] | None = None, loss: 
     wt = torch.tensor(w, dtype=torch.float64)
 
     if spec.terms is not None:
-        derivatives = _lse_derivatives(spec.terms(log_n, log_d), log_l, wt, huber_delta)
+        derivatives = _lse_derivatives(spec.terms(log_n, log_d), log_l, huber_delta)
     else:
-        derivatives = _autograd_derivatives(lambda theta: spec.log_model(theta, log_n, log_d) - log_l, wt, huber_delta)
+        derivatives = _autograd_derivatives(lambda theta: spec.log_model(theta, log_n, log_d) - log_l, huber_delta)
     gtol = tol * float((wt * huber_delta * (1 + log_n.abs() + (log_d.abs() if "d" in arrays else 0))).sum())
-    theta, value, gnorm, iterations = _batched_lm(derivatives, torch.tensor(starts, dtype=torch.float64),
+    theta, value, gnorm, iterations = _batched_lm(derivatives, torch.tensor(starts, dtype=torch.float64), wt,
                                                   max_iterations, gtol)
     best = int(torch.argmin(value))
     best_theta = theta[best]
     residuals = (spec.log_model(best_theta, log_n, log_d) - log_l).numpy()
+    replicates, ci = None, {}
+    if bootstrap:
+        replicates = _bootstrap(derivatives, theta, value, w, bootstrap, seed, max_iterations, gtol)
+        publics = [spec.public(t) for t in replicates]
+        ci = {k: tuple(float(q) for q in np.percentile([p[k] for p in publics], [2.5, 97.5])) for k in publics[0]}
     return ScalingFit(form, spec.public(best_theta.numpy()), float(value[best]), residuals,
-                      bool(gnorm[best] <= gtol), len(starts), iterations, huber_delta, tuple(best_theta.tolist()))
+                      bool(gnorm[best] <= gtol), len(starts), iterations, huber_delta, tuple(best_theta.tolist()),
+                      replicates, ci)
 
 
-Derivatives = Callable[[torch.Tensor], tuple]  # theta (starts, k) -> (value, gradient, curvature) per start
+def _group_min(value: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+    """Each start's group minimum of ``value`` (the overall minimum without groups)."""
+    if groups is None:
+        return value.min()
+    lowest = torch.full((int(groups.max()) + 1,), float("inf"), dtype=value.dtype)
+    return lowest.scatter_reduce(0, groups, value, reduce="amin")[groups]
+
+
+def _bootstrap(derivatives: Derivatives, theta: torch.Tensor, value: torch.Tensor, w: np.ndarray, replicates: int,
+               seed: int, max_iterations: int, tol: float) -> np.ndarray:
+    """Refit ``replicates`` resamples of the points (multinomial counts times the weights), each from the best of the
+    grid's optima and up to ``_BOOTSTRAP_STARTS - 1`` other distinct ones, all in one batched problem; the best start
+    of each replicate, as rows of internal parameters."""
+    seeds: list[torch.Tensor] = []
+    for i in torch.argsort(value).tolist():
+        if len(seeds) == _BOOTSTRAP_STARTS or not torch.isfinite(value[i]):
+            break
+        if all(float((theta[i] - t).abs().max()) > 1e-3 for t in seeds):
+            seeds.append(theta[i])
+    counts = np.random.default_rng(seed).multinomial(len(w), np.full(len(w), 1 / len(w)), size=replicates)
+    rows = torch.tensor(counts * w, dtype=torch.float64).repeat_interleave(len(seeds), dim=0)
+    fits, values, _, _ = _batched_lm(derivatives, torch.stack(seeds).repeat(replicates, 1), rows, max_iterations, tol,
+                                     groups=torch.arange(replicates).repeat_interleave(len(seeds)))
+    pick = values.view(replicates, len(seeds)).argmin(dim=1)
+    return fits.view(replicates, len(seeds), -1)[torch.arange(replicates), pick].numpy()
+
+
+Derivatives = Callable[[torch.Tensor, torch.Tensor], tuple]  # (theta (starts, k), weights (starts, points)) ->
+# (value, gradient, curvature) per start
 
 
 def _huber_terms(r: torch.Tensor, jac: torch.Tensor, w: torch.Tensor, delta: float) -> tuple:
@@ -291,17 +360,16 @@ def _huber_terms(r: torch.Tensor, jac: torch.Tensor, w: torch.Tensor, delta: flo
     return value, g, torch.bmm(weighted.transpose(1, 2), jac)
 
 
-def _autograd_derivatives(residuals: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor,
-                          delta: float) -> Derivatives:
+def _autograd_derivatives(residuals: Callable[[torch.Tensor], torch.Tensor], delta: float) -> Derivatives:
     """Any form: residuals and their Jacobians for every start by ``vmap`` of forward-mode autograd."""
     batched, jacobians = vmap(residuals), vmap(jacfwd(residuals))
 
-    def derivatives(theta: torch.Tensor) -> tuple:
+    def derivatives(theta: torch.Tensor, w: torch.Tensor) -> tuple:
         return _huber_terms(batched(theta), jacobians(theta), w, delta)
     return derivatives
 
 
-def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, w: torch.Tensor, delta: float) -> Derivatives:
+def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, delta: float) -> Derivatives:
     """Forms whose log loss is ``LSE_t(m[p, t] . theta)`` (terms linear in theta), in closed form without forming the
     Jacobians: with ``s = softmax(z)``, ``grad r_p = sum_t s_pt m_pt``, so ``g = sum_t (w psi' s_t) @ m_t`` and the
     curvature of :func:`_huber_terms` is ``sum_{t,t'} (w omega s_t s_t') @ (m_t outer m_t')``: a few matrix products
@@ -312,7 +380,7 @@ def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, w: torch.Tensor, delt
     pairs = [(t, u) for t in range(terms) for u in range(t, terms)]  # the curvature's symmetric pairs of terms
     paired = {(t, u): outer[t, u] + outer[u, t] if t != u else outer[t, t] for t, u in pairs}
 
-    def derivatives(theta: torch.Tensor) -> tuple:
+    def derivatives(theta: torch.Tensor, w: torch.Tensor) -> tuple:
         z = [theta @ mt for mt in per_term]  # each (starts, points): contiguous, no reductions over 2-3 terms
         top = functools.reduce(torch.maximum, z)
         e = [torch.exp(zt - top) for zt in z]  # one pass for both the log-sum-exp and its softmax
@@ -328,22 +396,24 @@ def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, w: torch.Tensor, delt
     return derivatives
 
 
-def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, max_iterations: int,
-                tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, weights: torch.Tensor, max_iterations: int,
+                tol: float, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Levenberg-Marquardt on every row of ``theta`` at once: ``(H + lam diag|H|) step = -g``; a start's step is kept
     only if its objective does not rise (then ``lam /= 3``, else ``lam *= 4``). A start stops when its gradient norm
     is below ``tol``, when an accepted step changed the objective by less than 1e-15 of it, when its damping
     saturates (no descent step left at double precision), or, after ``_PATIENCE`` iterations, when its objective is
-    more than ``_FAR`` above the best start's (a slow valley: as scipy's loop stops each start on its own, without
-    waiting for the worst)."""
-    value, g, h = derivatives(theta)
+    more than ``_FAR`` above the best start's of its group (``groups``: one problem per id, e.g. a bootstrap
+    replicate; default one problem) (a slow valley: as scipy's loop stops each start on its own, without waiting for
+    the worst)."""
+    weights = weights.expand(len(theta), -1)  # one row of point weights per start
+    value, g, h = derivatives(theta, weights)
     lam = torch.full((len(theta),), 1e-3, dtype=theta.dtype)
     active = torch.ones(len(theta), dtype=torch.bool)
     iterations = 0
     for iterations in range(1, max_iterations + 1):
         active &= (g.norm(dim=1) > tol) & (lam < 1e12)
-        if iterations > _PATIENCE:  # a start still far above the best after this many steps is in a slow valley
-            active &= value <= value.min() * (1 + _FAR)
+        if iterations > _PATIENCE:  # a start still far above its group's best after this many steps: a slow valley
+            active &= value <= _group_min(value, groups) * (1 + _FAR)
         if not active.any():
             break
         idx = torch.nonzero(active).flatten()
@@ -353,7 +423,7 @@ def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, max_iterations: i
         step = torch.linalg.solve(hi + li[:, None, None] * torch.diag_embed(scale), -gi.unsqueeze(2)).squeeze(2)
         step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
         trial = theta[idx] + step
-        trial_value, trial_g, trial_h = derivatives(trial)  # most steps are kept: derive them in the same pass
+        trial_value, trial_g, trial_h = derivatives(trial, weights[idx])  # most steps are kept: derive them in the same pass
         better = torch.isfinite(trial_value) & (trial_value <= value[idx])
         stalled = better & (value[idx] - trial_value <= 1e-15 * value[idx].abs())
         accepted = idx[better]
