@@ -127,3 +127,20 @@ def test_bootstrap_intervals_cover_the_truth_and_bracket_the_fit():
     assert "[" in fit.summary()  # intervals printed next to the parameters
     with pytest.raises(ValueError, match="bootstrap=B"):
         fit_scaling_law(n, d, loss).predict_interval([1e9], [2e10])
+
+
+def test_identifiability_warnings_flag_a_short_span_and_a_wide_exponent_interval():
+    from lmech.theory.scaling import ScalingFitWarning
+
+    n, d, loss = _chinchilla_data(noise=0.01)
+    good = fit_scaling_law(n, d, loss)
+    assert good.warnings == () and good.condition < 1e10
+    narrow = np.geomspace(1e8, 3e8, 40)  # half a decade of model sizes: alpha and A trade off
+    p = HOFFMANN
+    loss = (p["E"] + p["A"] / narrow ** p["alpha"] + p["B"] / d ** p["beta"]) * np.exp(
+        0.01 * np.random.default_rng(5).standard_normal(40))
+    with pytest.warns(ScalingFitWarning) as record:
+        weak = fit_scaling_law(narrow, d, loss, bootstrap=100)
+    assert [str(w.message) for w in record] == list(weak.warnings) and "n spans 0.48 decades" in weak.warnings[0]
+    assert weak.condition > 100 * good.condition  # a flat direction (alpha against A and E)
+    assert any(w.startswith("the bootstrap interval of alpha") for w in weak.warnings)  # [0.09, 1.2] around 0.2

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -119,6 +120,15 @@ FORMS = {
 }
 
 
+class ScalingFitWarning(UserWarning):
+    """A scaling-law fit whose exponents the data may not identify (short spans, a near-singular curvature, bootstrap
+    intervals wider than the exponent)."""
+
+
+_MIN_DECADES = 1.5  # a variable spanning fewer decades leaves its exponent weakly identified (REFERENCE 2.14)
+_MAX_CONDITION = 1e10
+
+
 @dataclass(frozen=True)
 class ScalingFit:
     """A fitted scaling law: ``params`` (public names, e.g. ``E, A, B, alpha, beta``; also attributes), the
@@ -136,6 +146,8 @@ class ScalingFit:
     theta: tuple[float, ...] = field(repr=False, default=())  # the internal parameters (FORMS[form].internal)
     replicates: np.ndarray | None = field(repr=False, default=None)  # bootstrap refits, rows of internal parameters
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% percentile intervals from the bootstrap
+    condition: float = float("nan")  # condition number of the objective's curvature at the optimum
+    warnings: tuple[str, ...] = ()  # identifiability warnings (also issued as ScalingFitWarning)
 
     def __getattr__(self, name: str) -> float:
         params = self.__dict__.get("params", {})
@@ -309,13 +321,33 @@ def fit_scaling_law(n: Sequence[float], d: Sequence[float] | None = None, loss: 
     best_theta = theta[best]
     residuals = (spec.log_model(best_theta, log_n, log_d) - log_l).numpy()
     replicates, ci = None, {}
+    _, _, curvature = derivatives(best_theta[None], wt[None])
+    condition = float(np.linalg.cond(curvature[0].numpy()))
     if bootstrap:
         replicates = _bootstrap(derivatives, theta, value, w, bootstrap, seed, max_iterations, gtol)
         publics = [spec.public(t) for t in replicates]
         ci = {k: tuple(float(q) for q in np.percentile([p[k] for p in publics], [2.5, 97.5])) for k in publics[0]}
-    return ScalingFit(form, spec.public(best_theta.numpy()), float(value[best]), residuals,
-                      bool(gnorm[best] <= gtol), len(starts), iterations, huber_delta, tuple(best_theta.tolist()),
-                      replicates, ci)
+    params = spec.public(best_theta.numpy())
+    notes = _identifiability(arrays, params, ci, condition)
+    for note in notes:
+        warnings.warn(note, ScalingFitWarning, stacklevel=2)
+    return ScalingFit(form, params, float(value[best]), residuals, bool(gnorm[best] <= gtol), len(starts), iterations,
+                      huber_delta, tuple(best_theta.tolist()), replicates, ci, condition, tuple(notes))
+
+
+def _identifiability(arrays: dict[str, np.ndarray], params: dict[str, float], ci: dict[str, tuple[float, float]],
+                     condition: float) -> list[str]:
+    """Warnings: a variable spanning under ``_MIN_DECADES`` decades, a curvature condition number above
+    ``_MAX_CONDITION``, a bootstrap interval of an exponent wider than the exponent."""
+    notes = [f"{name} spans {span:.2g} decades (< {_MIN_DECADES:g}): its exponent is weakly identified"
+             for name, span in ((k, np.log10(arrays[k].max() / arrays[k].min())) for k in ("n", "d") if k in arrays)
+             if span < _MIN_DECADES]
+    if not condition < _MAX_CONDITION:
+        notes.append(f"the objective's curvature at the optimum is near-singular (condition number {condition:.2g} > "
+                     f"{_MAX_CONDITION:.0e}): some parameter combinations are not determined by the data")
+    notes += [f"the bootstrap interval of {k} [{ci[k][0]:.3g}, {ci[k][1]:.3g}] is wider than {k} = {v:.3g} itself"
+              for k, v in params.items() if k.startswith(("alpha", "beta")) and k in ci and ci[k][1] - ci[k][0] > abs(v)]
+    return notes
 
 
 def _group_min(value: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
