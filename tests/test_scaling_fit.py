@@ -144,3 +144,20 @@ def test_identifiability_warnings_flag_a_short_span_and_a_wide_exponent_interval
     assert [str(w.message) for w in record] == list(weak.warnings) and "n spans 0.48 decades" in weak.warnings[0]
     assert weak.condition > 100 * good.condition  # a flat direction (alpha against A and E)
     assert any(w.startswith("the bootstrap interval of alpha") for w in weak.warnings)  # [0.09, 1.2] around 0.2
+
+
+def test_leave_largest_out_scores_extrapolation_and_catches_a_missing_floor():
+    """The right form extrapolates noise-free data to the held-out largest-compute points; a power law without the
+    irreducible loss E (the wrong form) misses them by far more."""
+    from lmech.theory.scaling import leave_largest_out
+
+    n, d, loss = _chinchilla_data()
+    right = leave_largest_out(n, d, loss, held_out=0.2)
+    assert len(right.held_out) == 8 and right.worst < 1e-5
+    assert np.all(6 * n[right.held_out] * d[right.held_out] >= np.max(np.delete(6 * n * d, right.held_out)))
+    x = np.geomspace(10, 1e6, 30)
+    floor = 0.8 + 30.0 * x ** -0.45
+    assert leave_largest_out(x, None, floor, held_out=6, form="power").worst < 1e-5
+    assert leave_largest_out(x, None, floor, held_out=6, form="power-no-offset").worst > 0.05
+    with pytest.raises(ValueError, match="held_out=29"):
+        leave_largest_out(x, None, floor, held_out=29, form="power")

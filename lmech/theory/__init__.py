@@ -5,12 +5,12 @@ from .eigenlearning import EigenlearningResult, eigenlearning, eigenlearning_fro
 from .kernels import nngp_ntk
 from .linearized import kernel_regression, linearized_gd
 from .parameterization import BranchScaling, LayerScaling, branch_scaling, layer_scaling
-from .scaling import ScalingFit, ScalingFitWarning, fit_scaling_law
+from .scaling import Extrapolation, ScalingFit, ScalingFitWarning, fit_scaling_law, leave_largest_out
 from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stability_threshold
 
 __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gradient", "solve_lcp",
            "nngp_ntk", "kernel_regression", "linearized_gd", "EigenlearningResult", "eigenlearning",
            "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "learning_time", "mode_ode",
            "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",
-           "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning",
+           "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning", "Extrapolation", "leave_largest_out",
            "fit_scaling_law"]

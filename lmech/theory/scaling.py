@@ -464,3 +464,41 @@ def _batched_lm(derivatives: Derivatives, theta: torch.Tensor, weights: torch.Te
         lam[idx] = torch.where(better, li / 3, li * 4).clamp(min=1e-12)
         active[idx[stalled]] = False
     return theta, value, g.norm(dim=1), iterations
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """A fit on the small-compute points and its predictions of the held-out largest-compute ones: ``held_out``
+    (indices into the inputs), ``predicted``, ``measured`` and ``relative_error`` (``predicted / measured - 1``)."""
+
+    fit: ScalingFit
+    held_out: np.ndarray
+    predicted: np.ndarray
+    measured: np.ndarray
+    relative_error: np.ndarray
+
+    @property
+    def worst(self) -> float:
+        """The largest ``|relative error|`` over the held-out points."""
+        return float(np.max(np.abs(self.relative_error)))
+
+
+def leave_largest_out(n: Sequence[float], d: Sequence[float] | None, loss: Sequence[float], *,
+                      held_out: int | float = 0.2, flops: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                      fit: Callable[..., ScalingFit] = fit_scaling_law, **fit_kwargs) -> Extrapolation:
+    """Refit without the largest-compute points (``held_out``: a count, or a fraction of the points; compute is
+    ``flops(N, D)``, default ``6 N D``, or ``N`` alone for one-variable forms) and score the held-out predictions:
+    the extrapolation error the replications report (REFERENCE 2.14 diagnostics)."""
+    n = np.asarray(n, float)
+    loss = np.asarray(loss, float)
+    d_arr = None if d is None else np.asarray(d, float)
+    compute = n if d_arr is None else (flops or _six_nd)(n, d_arr)
+    count = int(round(held_out * len(n))) if isinstance(held_out, float) else int(held_out)
+    if not 1 <= count <= len(n) - 2:
+        raise ValueError(f"held_out={held_out!r} leaves {count} of {len(n)} points out; hold out at least one and "
+                         "keep enough to fit")
+    order = np.argsort(compute)
+    kept, out = order[:-count], order[-count:]
+    fitted = fit(n[kept], None if d_arr is None else d_arr[kept], loss[kept], **fit_kwargs)
+    predicted = fitted.predict(n[out], None if d_arr is None else d_arr[out])
+    return Extrapolation(fitted, out, predicted, loss[out], predicted / loss[out] - 1)
