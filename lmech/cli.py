@@ -20,7 +20,8 @@ from .laws import LAWS, PASS, Verdict
 from .observables.probes import Loss, probe_from_dict
 from .observables.schedule import Schedule
 from .report import write_report
-from .report.figures import figure_data_uri
+from .theory.scaling import FORMS, fit_scaling_law
+from .report.figures import figure_data_uri, figure_png, scaling_panels
 from .runner import check, run_experiments
 from .store import Store
 from .sweep import sweep_experiments
@@ -72,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("runs", help="list stored runs, or export their metrics")
     u.add_argument("--out", default="lmech-out")
     u.add_argument("--csv", metavar="FILE", help="write the long-format metrics (run_id,step,name,value) to FILE")
+    f = sub.add_parser("fit-scaling", help="fit a scaling law to a CSV of model sizes, data sizes and losses")
+    f.add_argument("csv", help="CSV file with a header row")
+    f.add_argument("--n", required=True, metavar="COL", help="column of model sizes N (or the one variable)")
+    f.add_argument("--d", metavar="COL", help="column of data sizes D (two-variable forms)")
+    f.add_argument("--loss", required=True, metavar="COL", help="column of losses")
+    f.add_argument("--form", default=None, choices=sorted(FORMS),
+                   help="chinchilla (default with --d), kaplan, quanta; power (default without --d), power-no-offset")
+    f.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap replicates for 95%% intervals")
+    f.add_argument("--budgets", type=float, nargs="*", default=(), metavar="C",
+                   help="compute budgets (FLOPs, 6 N D) for the compute-optimal N*, D*, L*")
+    f.add_argument("--figure", metavar="PNG", help="write fitted-vs-measured (and loss-vs-compute) panels to PNG")
     return p
 
 
@@ -223,6 +235,39 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit_scaling(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(args.csv)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{args.csv}: cannot read it as CSV ({exc})") from None
+    wanted = [c for c in (args.n, args.d, args.loss) if c is not None]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise ValueError(f"{args.csv} has no column(s) {missing}; its columns: {list(table.columns)}")
+    form = args.form or ("chinchilla" if args.d else "power")
+    d = table[args.d].to_numpy(float) if args.d else None
+    fit = fit_scaling_law(table[args.n].to_numpy(float), d, table[args.loss].to_numpy(float), form=form,
+                          bootstrap=args.bootstrap)
+    print(fit.summary())
+    for note in fit.warnings:
+        print(f"warning: {note}")
+    if args.budgets:
+        n_opt, d_opt, l_opt = fit.compute_optimal(args.budgets)
+        bounds = fit.compute_optimal_interval(args.budgets) if fit.replicates is not None else None
+        for i, c in enumerate(args.budgets):
+            extra = (f" (95%: N* [{bounds['N'][0][i]:.3g}, {bounds['N'][1][i]:.3g}], L* [{bounds['L'][0][i]:.4g}, "
+                     f"{bounds['L'][1][i]:.4g}])" if bounds else "")
+            print(f"C = {c:.3g}: N* = {n_opt[i]:.3g}, D* = {d_opt[i]:.3g}, L* = {l_opt[i]:.4g}{extra}")
+    if args.figure:
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.figure).write_bytes(figure_png(scaling_panels(fit, table[args.n].to_numpy(float), d,
+                                                                table[args.loss].to_numpy(float))))
+        print(args.figure)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -236,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_sweep(args)
         if args.command == "report":
             return _cmd_report(args)
+        if args.command == "fit-scaling":
+            return _cmd_fit_scaling(args)
         return _cmd_runs(args)
     except ValueError as exc:
         _err(f"lmech: error: {exc}")

@@ -221,3 +221,24 @@ def test_short_log_sweeps_are_ticked_at_their_points():
     _label_sweep_points(b, Panel("t", "lr", "y", [Series.of("m", [2.0 ** -k for k in range(3, 12)], [1] * 9)], xscale="log"))
     assert list(b.get_xticks()) == before
     plt.close(fig)
+
+
+def test_fit_scaling_cli_prints_the_fit_the_allocation_and_writes_a_figure(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, d = 10 ** rng.uniform(7, 10, 40), 10 ** rng.uniform(8, 11, 40)
+    loss = 1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28
+    csv = tmp_path / "runs.csv"
+    csv.write_text("params,tokens,loss\n" + "\n".join(f"{a},{b},{c}" for a, b, c in zip(n, d, loss)))
+    code = main(["fit-scaling", str(csv), "--n", "params", "--d", "tokens", "--loss", "loss", "--budgets", "1e21",
+                 "--figure", str(tmp_path / "fit.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert "alpha = 0.34" in out and "beta = 0.28" in out and "C = 1e+21: N* = " in out  # noise-free: exact
+    bad = tmp_path / "bad.csv"
+    bad.write_text("params,tokens,loss\n1e7,1e9,3.1\n-1e8,1e9,2.9\n1e9,1e10,2.5\n1e9,1e11,2.4\n1e10,1e11,2.2\n1e8,1e10,2.7\n")
+    for args, message in ((["--n", "nope", "--loss", "loss"], "has no column(s) ['nope']"),
+                          (["--n", "params", "--d", "tokens", "--loss", "loss"], "n must be positive")):
+        code, err = _main(capsys, "fit-scaling", str(bad), *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err

@@ -68,3 +68,25 @@ def figure_data_uri(panels: list[Panel]) -> str:
 def _data_uri(panels_json: str) -> str:
     panels = [Panel(**{**p, "series": [Series(**s) for s in p["series"]]}) for p in json.loads(panels_json)]
     return "data:image/png;base64," + base64.b64encode(figure_png(panels)).decode("ascii")
+
+
+def scaling_panels(fit, n, d, loss) -> list[Panel]:
+    """A scaling fit's figure: fitted against measured loss (the diagonal is a perfect fit) and, for two-variable
+    forms, loss against compute 6 N D with the fitted compute-optimal frontier L*(C) (``fit``: a
+    :class:`lmech.theory.ScalingFit`)."""
+    import numpy as np
+
+    predicted = fit.predict(n, d)
+    span = [float(min(loss.min(), predicted.min())), float(max(loss.max(), predicted.max()))]
+    parity = Panel(f"{fit.form} fit: fitted vs measured loss", "measured loss", "fitted loss", xscale="log",
+                   yscale="log")
+    parity.series += [Series.of("points", loss, predicted), Series.of("perfect fit", span, span, "reference")]
+    if d is None:
+        return [parity]
+    compute = 6 * np.asarray(n, float) * np.asarray(d, float)
+    budgets = np.geomspace(compute.min(), compute.max() * 10, 60)
+    frontier = Panel("Loss vs compute, fitted frontier L*(C)", "compute 6 N D", "loss",
+                     xscale="log", yscale="log")
+    frontier.series += [Series.of("runs", compute, loss), Series.of("L*(C) fitted", budgets,
+                                                                   fit.compute_optimal(budgets)[2], "theory")]
+    return [parity, frontier]
