@@ -193,11 +193,11 @@ def test_check_renders_each_figure_once_while_judging_and_the_report_reuses_it(t
     drawn = []
     real = figures.figure_png
     monkeypatch.setattr(figures, "figure_png", lambda panels, **kw: drawn.append(len(panels)) or real(panels, **kw))
-    figures._data_uri.cache_clear()
+    figures._RENDERED.clear()
     code, _ = _main(capsys, "check", "dln-saxe-modes", "conservation-laws", "--out", str(tmp_path), "--workers", "1")
     assert code == 0 and len(drawn) == 2
     assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 2  # cached: drawn once each
-    figures._data_uri.cache_clear()
+    figures._RENDERED.clear()
     assert _main(capsys, "report", "--out", str(tmp_path))[0] == 0 and len(drawn) == 4  # a fresh process draws again
 
 

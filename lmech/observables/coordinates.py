@@ -39,12 +39,13 @@ def coordinate_sizes(model: nn.Module, first: dict[str, torch.Tensor],
     seen: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
     layers = {n: m for n, m in model.named_modules() if isinstance(m, COORD_LAYERS)}
 
-    last: list[str] = []  # the affine layers in call order (the readout is the last)
+    readout = ""  # the last affine layer called
 
     def record(name: str, module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal readout
         seen[name] = (out.detach(), inputs[0].detach(), _effective_weight(module))
         if seen[name][2] is not None:
-            last.append(name)
+            readout = name
 
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: record(n, mod, i, o)) for n, m in layers.items()]
     sizes: dict[str, dict[str, float]] = {}
@@ -61,7 +62,7 @@ def coordinate_sizes(model: nn.Module, first: dict[str, torch.Tensor],
             sizes[name]["update_weight"] = float(((x @ (w - w0).T)).abs().mean())
             moved = (x - x0) @ w0.T
             sizes[name]["update_input"] = float(moved.abs().mean())
-            if labels is not None and name == last[-1] and moved.shape == h.shape and h.dim() == 2:
+            if labels is not None and name == readout and moved.shape == h.shape and h.dim() == 2:
                 target = torch.zeros_like(moved, dtype=torch.bool)
                 target[torch.arange(len(labels)), labels] = True
                 sizes[name]["update_input_target"] = float(moved[target].abs().mean())

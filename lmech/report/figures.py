@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import io
 import json
 
@@ -58,16 +57,19 @@ def _label_sweep_points(ax, panel: Panel) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+_RENDERED: dict[str, str] = {}  # panels' JSON -> data URI, the most recent _KEEP
+_KEEP = 128
+
+
 def figure_data_uri(panels: list[Panel]) -> str:
     """``figure_png`` as a base64 data URI, cached by the panels' content: ``lmech check`` renders each law's figure
     as soon as its verdict is in (while the workers train the other laws), so writing the report reuses it."""
-    return _data_uri(json.dumps([dataclasses.asdict(p) for p in panels], sort_keys=True, allow_nan=True))
-
-
-@functools.lru_cache(maxsize=128)
-def _data_uri(panels_json: str) -> str:
-    panels = [Panel(**{**p, "series": [Series(**s) for s in p["series"]]}) for p in json.loads(panels_json)]
-    return "data:image/png;base64," + base64.b64encode(figure_png(panels)).decode("ascii")
+    key = json.dumps([dataclasses.asdict(p) for p in panels], sort_keys=True, allow_nan=True)
+    if key not in _RENDERED:
+        if len(_RENDERED) >= _KEEP:
+            _RENDERED.pop(next(iter(_RENDERED)))
+        _RENDERED[key] = "data:image/png;base64," + base64.b64encode(figure_png(panels)).decode("ascii")
+    return _RENDERED[key]
 
 
 def scaling_panels(fit, n, d, loss) -> list[Panel]:
