@@ -2,9 +2,9 @@
 
 First-principles predictions, measurements on real PyTorch training runs, and verdicts. The package root holds what
 a user calls: the system configs, ``train``, ``check``, ``sweep``, the executors, the instruments and their probes,
-``Tracker``, ``parametrize`` and ``coord_check``, ``fit_scaling_law`` (for a user's own scaling data), the store and
-the report. Theory (:mod:`lmech.theory`) and the laws
-(:mod:`lmech.laws`) stay in their subpackages.
+``Tracker``, ``parametrize`` and ``coord_check``, ``fit_scaling_law``, ``fit_loss_curve`` and
+``fit_multi_power_law`` (for a user's own scaling data and loss curves), the store and the report. Theory
+(:mod:`lmech.theory`) and the laws (:mod:`lmech.laws`) stay in their subpackages.
 """
 from . import engine, hyper, laws, observables, report, store, systems, theory
 from ._version import __version__
@@ -18,6 +18,7 @@ from .report import plot_coord_check, plot_density, write_report
 from .runner import check
 from .store import Runs, Store
 from .sweep import sweep
+from .theory.loss_curves import MultiPowerFit, fit_loss_curve, fit_multi_power_law
 from .theory.scaling import ScalingFit, fit_scaling_law
 from .systems import *  # noqa: F401,F403
 from .systems import __all__ as _systems
@@ -25,4 +26,5 @@ from .systems import __all__ as _systems
 __all__ = ["__version__", "engine", "hyper", "laws", "observables", "probes", "report", "systems", "theory",
            "train", "check", "sweep", "InProcess", "LocalPool", "Ray", "Tracker", "RunResult", "Runs",
            "Store", "StackedRun", "train_stacked", "TrainState", "Parametrization", "parametrize", "coord_check",
-           "plot_coord_check", "plot_density", "write_report", "ScalingFit", "fit_scaling_law", *_observables, *_systems]
+           "plot_coord_check", "plot_density", "write_report", "ScalingFit", "fit_scaling_law",
+           "MultiPowerFit", "fit_loss_curve", "fit_multi_power_law", *_observables, *_systems]

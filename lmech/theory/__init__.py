@@ -4,6 +4,7 @@ from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
 from .eigenlearning import EigenlearningResult, eigenlearning, eigenlearning_from_kernel, kernel_eigensystem, solve_kappa
 from .kernels import nngp_ntk
 from .linearized import kernel_regression, linearized_gd
+from .loss_curves import MultiPowerFit, fit_loss_curve, fit_multi_power_law, multi_power_loss
 from .parameterization import BranchScaling, LayerScaling, branch_scaling, layer_scaling
 from .scaling import Extrapolation, ScalingFit, ScalingFitWarning, fit_scaling_law, leave_largest_out
 from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stability_threshold
@@ -12,5 +13,6 @@ __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gra
            "nngp_ntk", "kernel_regression", "linearized_gd", "EigenlearningResult", "eigenlearning",
            "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "learning_time", "mode_ode",
            "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",
-           "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning", "Extrapolation", "leave_largest_out",
-           "fit_scaling_law"]
+           "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning",
+           "Extrapolation", "leave_largest_out", "fit_scaling_law", "MultiPowerFit", "fit_loss_curve",
+           "fit_multi_power_law", "multi_power_loss"]
