@@ -1,4 +1,6 @@
 """Batched sweeps through the engine: each model's records equal its sequential engine run, stored separately."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,29 @@ def test_batched_runs_equal_sequential_engine_runs(arch, data, optimizer, batch_
         assert store.load_run(batched[exp.key].run_id) is not None  # each model is its own stored run
     if optimizer == "momentum":
         assert batched.one(lr=1e4, seed=0).outcome == "diverged"  # (seed 5 kills every relu in one step: finite)
+
+
+@pytest.mark.parametrize("arch, data, optimizer, batch_size", [
+    (MLP(width=32, depth=1, parameterization="ntk"), lmech.CircleFourier(n_train=40, n_test=30), "momentum", None),
+    (MLP(width=24, depth=2, activation="tanh"), MNIST1D(n_train=128, n_test=32), "adam", 32),
+    (Transformer(width=24, depth=1, heads=2, base_width=12), ModularArithmetic(p=11, n_train=80, n_test=20), "adam", 16),
+])
+def test_data_draws_are_batched_and_equal_sequential_runs(arch, data, optimizer, batch_size, tmp_path):
+    """Experiments differing in the data seed (independent draws) train as one stacked run, each model on its own
+    data; the chain path (MLP) and the vmap path (transformer), full batch and minibatches with per-model orders."""
+    loss = "mse" if isinstance(data, lmech.CircleFourier) else "cross_entropy"
+    exps = [Experiment({"draw": k, "seed": seed}, System(arch, replace(data, seed=k), Task(loss),
+                                                       LearningRule(lr=1e-2, steps=9, optimizer=optimizer,
+                                                                    batch_size=batch_size, seed=seed, dtype="float64")),
+                       [Loss(schedule=Schedule(every=3)), Loss(Schedule(at=(0, 9)), split="test")])
+            for k in (0, 1, 2) for seed in ((0, 4) if batch_size else (0,))]
+    batched = run_experiments(exps, lmech.Store(tmp_path / "s.db"))
+    assert all(r.versions["executor"] == f"train_stacked x{len(exps)}" for r in batched.values())
+    for exp in exps:
+        _assert_same_records(batched[exp.key], lmech.train(exp.system, exp.probes))
+    first = [v for _, n, v in sorted(batched[exps[0].key].records) if n == "loss/test"]
+    other = [v for _, n, v in sorted(batched[exps[-1].key].records) if n == "loss/test"]
+    assert first != other  # the draws differ
 
 
 def test_mixed_shapes_and_other_probes_run_alone():

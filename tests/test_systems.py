@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from lmech import MLP, MNIST1D, DeepLinear, Digits, LearningRule, MultiIndex, System, Task, TeacherStudent, WhitenedLinear
+from lmech import MLP, MNIST1D, CircleFourier, DeepLinear, Digits, LearningRule, MultiIndex, System, Task, TeacherStudent, WhitenedLinear
 from lmech.systems import ConfigError
 
 
@@ -112,6 +112,21 @@ def test_digits_parity_and_multi_index_targets():
     np.testing.assert_allclose(m.y_train[:, 0], z[:, 0] * z[:, 1] + z[:, 0] ** 2, rtol=1e-12)
     with pytest.raises(ValueError, match="data.target"):
         MultiIndex(target="z3")
+
+
+def test_circle_fourier_has_the_designed_power_law_spectrum():
+    data = CircleFourier(decay=1.5, harmonics=40, n_train=64, n_test=16, seed=3)
+    loaded = data.load()
+    np.testing.assert_allclose(loaded.x_train, np.stack([np.cos(loaded.info["t_train"]), np.sin(loaded.info["t_train"])], 1))
+    np.testing.assert_allclose(loaded.y_train[:, 0], data.function(loaded.info["t_train"]), atol=1e-12)
+    grid = 2 * np.pi * np.arange(256) / 256
+    amplitude = 2 * np.abs(np.fft.rfft(data.function(grid))) / 256  # |c_k| of sum_k c_k cos(k t + phi_k)
+    k = np.arange(1, 41)
+    np.testing.assert_allclose(amplitude[1:41], k ** -1.5, rtol=1e-10)
+    assert np.abs(amplitude[41:]).max() < 1e-12 and abs(amplitude[0]) < 1e-12
+    assert not np.allclose(CircleFourier(seed=4).function(grid), CircleFourier(seed=3).function(grid))
+    with pytest.raises(ConfigError, match="data.decay"):
+        CircleFourier(decay=-1.0)
 
 
 def test_symmetric_init_starts_at_zero_output_and_keeps_weight_statistics():

@@ -221,10 +221,13 @@ class _ChainNet:
                 d = torch.autograd.grad(z, h, d)[0]
         return losses
 
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """``(models, rows, ...)`` outputs, in row chunks of at most 2^21 activations per layer (few page faults)."""
+    def outputs(self, x: torch.Tensor, per_model: bool = False) -> torch.Tensor:
+        """``(models, rows, ...)`` outputs (with ``per_model``, model ``i`` on ``x[i]``), in row chunks of at most
+        2^21 activations per layer (few page faults)."""
         chunk = max(1, 2 ** 21 // (self.models * self.widest))
-        return torch.cat([self._forward(x[i:i + chunk], keep=False)[0] for i in range(0, len(x), chunk)], dim=1)
+        rows = x.shape[1] if per_model else len(x)
+        return torch.cat([self._forward(x[:, i:i + chunk] if per_model else x[i:i + chunk], keep=False,
+                                        per_model=per_model)[0] for i in range(0, rows, chunk)], dim=1)
 
 
 class _VmapNet:
@@ -241,7 +244,7 @@ class _VmapNet:
         def loss(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return loss_fn(output(p, b, x), y)
 
-        self.output = vmap(output, in_dims=(0, 0, None))
+        self.output = {per_model: vmap(output, in_dims=(0, 0, 0 if per_model else None)) for per_model in (False, True)}
         self.grad = {per_model: vmap(grad_and_value(loss), in_dims=(0, 0) + ((0, 0) if per_model else (None, None)))
                      for per_model in (False, True)}
 
@@ -252,8 +255,8 @@ class _VmapNet:
             self.grads[n].copy_(g)
         return losses
 
-    def outputs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.params, self.buffers, x)
+    def outputs(self, x: torch.Tensor, per_model: bool = False) -> torch.Tensor:
+        return self.output[per_model](self.params, self.buffers, x)
 
 
 class _FlatOptimizer:
@@ -327,7 +330,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                   betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, batch_size: int | None = None,
                   seed: int | Sequence[int] = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
                   lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
-                  y_test: torch.Tensor | None = None, accuracy: bool | None = None) -> StackedRun:
+                  y_test: torch.Tensor | None = None, accuracy: bool | None = None,
+                  data_per_model: bool = False) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
     are written back in place.
 
@@ -339,7 +343,9 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     model then drawing its own minibatches, gathered into one ``(models, batch, ...)`` step; ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
     for integer-label targets; one-hot rows count by their arg-max), the test set ``(x_test, y_test)`` if given) are
     taken at ``record_steps`` (in 0..steps), by default every
-    ``record_every`` steps and at the last.
+    ``record_every`` steps and at the last. ``data_per_model``: ``x, y`` (and ``x_test, y_test``) carry a leading
+    model axis, model ``i`` training on ``(x[i], y[i])`` (e.g. independent draws of a dataset, one per model; the same
+    number of rows for all).
 
     Divergence follows lmech's engine, per model: the minibatch loss is computed before each update, and a model
     whose loss is non-finite diverged at that step and stops there (its parameters as they were then; the other
@@ -357,6 +363,9 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
         raise ValueError("models must share one architecture (parameter names, shapes and dtypes); train mixed "
                          "shapes sequentially")
     count = len(models)
+    if data_per_model and any(t is not None and (t.dim() < 2 or len(t) != count) for t in (x, y, x_test, y_test)):
+        raise ValueError(f"data_per_model: x, y (and x_test, y_test) need a leading axis of {count} models")
+    rows = x.shape[1] if data_per_model else len(x)
     lrs = np.asarray(lr, float)
     if lrs.ndim and lrs.shape != (count,):
         raise ValueError(f"lr has {lrs.size} values for {count} models; pass one value or one per model")
@@ -377,7 +386,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     ops = _chain(models[0]) if x.dim() == 2 else None
     net = (_ChainNet(ops, params, opt.grads, loss_fn) if ops is not None
            else _VmapNet(models[0], params, opt.grads, buffers, loss_fn))
-    evaluate = vmap(loss_fn, in_dims=(0, None))
+    evaluate = vmap(loss_fn, in_dims=(0, 0 if data_per_model else None))
     labels = accuracy if accuracy is not None else not (y.dtype.is_floating_point or y.dtype.is_complex)
     sets = {"": (x, y)} | ({"test_": (x_test, y_test)} if x_test is not None else {})
     records = {f"{s}{k}": np.full((len(when), count), np.nan) for s in sets for k in ("loss",) + ("accuracy",) * labels}
@@ -388,25 +397,31 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     if np.ndim(seed) and np.shape(seed) != (count,):
         raise ValueError(f"seed has {np.size(seed)} values for {count} models; pass one value or one per model")
     seeds = np.broadcast_to(np.asarray(seed, int), (count,))
-    per_model = batch_size is not None and batch_size < len(x) and len(set(seeds.tolist())) > 1
-    orders = [minibatches(len(x), batch_size, int(s)) for s in (seeds if per_model else seeds[:1])]
+    per_model = batch_size is not None and batch_size < rows and len(set(seeds.tolist())) > 1
+    orders = [minibatches(rows, batch_size, int(s)) for s in (seeds if per_model else seeds[:1])]
+    model_axis = torch.arange(count, device=x.device)[:, None]
 
     def measure(step: int) -> None:
         t = slot.get(step)
         if t is None:
             return
         for prefix, (xs, ys) in sets.items():
-            out = net.outputs(xs)
+            out = net.outputs(xs, per_model=data_per_model)
             records[prefix + "loss"][t] = evaluate(out, ys).double().cpu().numpy()
             if labels:
-                hits = out.argmax(dim=2) == (ys.argmax(dim=1) if ys.dim() > 1 else ys)
+                one_hot = ys.dim() > 1 + data_per_model
+                hits = out.argmax(dim=2) == (ys.argmax(dim=-1) if one_hot else ys)
                 records[prefix + "accuracy"][t] = hits.flatten(1).double().mean(dim=1).cpu().numpy()
 
     def compute(step: int) -> torch.Tensor:
         if per_model:
             idx = torch.stack([order() for order in orders])
+            if data_per_model:
+                return net.loss_and_grad(x[model_axis, idx], y[model_axis, idx], per_model=True)
             return net.loss_and_grad(x[idx], y[idx], per_model=True)
         idx = orders[0]()
+        if data_per_model:
+            return net.loss_and_grad(x if idx is None else x[:, idx], y if idx is None else y[:, idx], per_model=True)
         return net.loss_and_grad(x, y) if idx is None else net.loss_and_grad(x[idx], y[idx])
 
     def diverge(step: int, bad: torch.Tensor) -> bool:

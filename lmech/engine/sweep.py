@@ -1,8 +1,9 @@
-"""Sweeps through the engine: experiments that differ only in the learning rate and seed are trained together.
+"""Sweeps through the engine: experiments that differ only in the learning rate and seeds are trained together.
 
 :func:`lmech.run_experiments` (what :func:`lmech.check` uses) reuses runs already in the store and groups the rest
-by everything but ``rule.lr`` and ``rule.seed`` (same architecture, data, task, optimizer and probes; each model keeps
-its own seed's init and minibatch order). A group
+by everything but ``rule.lr``, ``rule.seed`` and ``data.seed`` (same architecture, data config, task, optimizer and
+probes; each model keeps its own seed's init and minibatch order, and its own draw of the data when data seeds
+differ). A group
 whose probes are all :class:`~lmech.Loss` probes is trained at once by :func:`~lmech.hyper.train_stacked` (one
 vmapped gradient per step for all its models; per-layer learning rates from :func:`lmech.parametrize` included).
 Every model is still its own :class:`~lmech.RunResult` with the records the sequential engine would write (equal to
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import time
 from typing import Sequence
+
+import torch
 
 from ..store.result import DIVERGED, RunResult
 from .loop import finite_outcome
@@ -29,11 +32,12 @@ def batch_key(exp) -> str | None:
         return None
     system = exp.system.to_dict()
     system["rule"] = {k: v for k, v in system["rule"].items() if k not in ("lr", "seed")}
+    system["data"] = {k: v for k, v in system["data"].items() if k != "seed"}
     return repr((system, [p.to_dict() for p in exp.probes]))
 
 
 def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
-    """Train experiments that differ only in ``rule.lr`` and ``rule.seed`` together (:func:`train_stacked`) and return one
+    """Train experiments that differ only in ``rule.lr``, ``rule.seed`` and ``data.seed`` together (:func:`train_stacked`) and return one
     :class:`RunResult` per experiment, with the ``loss/<split>`` (and ``accuracy/<split>``) records of its
     :class:`~lmech.Loss` probes on their schedules, exactly as :func:`lmech.train` records them."""
     start = time.perf_counter()
@@ -45,14 +49,17 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
     schedules = [(p.split, p.schedule.steps(rule.steps)) for p in first.probes]
     record_steps = sorted(set().union(*(steps for _, steps in schedules)))
     has_test = any(split == "test" for split, _ in schedules) and len(state.x_test) > 0
-    run = train_stacked([s.model for s in states], state.loss_fn, state.x_train, state.y_train,
+    per_model = len({e.system.data.seed for e in experiments}) > 1  # independent draws: one dataset per model
+    data = {k: torch.stack([getattr(s, k) for s in states]) if per_model else getattr(state, k)
+            for k in ("x_train", "y_train", "x_test", "y_test")}
+    run = train_stacked([s.model for s in states], state.loss_fn, data["x_train"], data["y_train"],
                         lr=[e.system.rule.lr for e in experiments], lr_scale=lr_scale, steps=rule.steps,
                         optimizer="adam" if rule.optimizer == "adam" else "sgd",
                         momentum=rule.momentum if rule.optimizer == "momentum" else 0.0, betas=rule.betas,
                         eps=rule.eps, batch_size=rule.batch_size, seed=[e.system.rule.seed for e in experiments],
                         record_steps=record_steps,
-                        x_test=state.x_test if has_test else None, y_test=state.y_test if has_test else None,
-                        accuracy=state.labelled)
+                        x_test=data["x_test"] if has_test else None, y_test=data["y_test"] if has_test else None,
+                        accuracy=state.labelled, data_per_model=per_model)
     row = {int(s): t for t, s in enumerate(run.steps)}
     metrics = {("train", "loss"): run.loss, ("train", "accuracy"): run.accuracy,
                ("test", "loss"): run.test_loss, ("test", "accuracy"): run.test_accuracy}

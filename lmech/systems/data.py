@@ -280,4 +280,48 @@ class ModularArithmetic:
                        {"vocab": self.p})
 
 
-DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic)}
+@dataclass(frozen=True)
+class CircleFourier:
+    """Power-law Fourier regression on the circle: inputs ``x = (cos t, sin t)`` with ``t ~ U[0, 2 pi)``, target the
+    random-phase series ``f(t) = sum_{k=1}^{harmonics} k^-decay cos(k t + phi_k)`` (phases from ``seed``, drawn before
+    the inputs, so the function does not depend on the sizes) plus ``noise`` times a standard normal.
+
+    Each degree ``k`` is two eigenmodes (cos, sin) of any rotation-invariant kernel, with target power
+    ``k^(-2 decay) / 2`` each, so the tail of the target power past mode ``i`` falls as ``i^-(2 decay - 1)``: the
+    power-law targets of kernel learning-curve exponents (Spigler, Geiger & Wyart 2020, arXiv:1905.10843; Bordelon,
+    Canatar & Pehlevan 2020, arXiv:2002.02561). :meth:`function` evaluates ``f`` anywhere (e.g. on a grid)."""
+
+    decay: float = 1.0
+    harmonics: int = 512
+    n_train: int = 1000
+    n_test: int = 1000
+    noise: float = 0.0
+    seed: int = 0
+    kind: ClassVar[str] = "circle_fourier"
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
+        positive_float("data.decay", self.decay)
+        positive_int("data.harmonics", self.harmonics)
+        positive_float("data.noise", self.noise, allow_zero=True)
+        _check_split(self.kind, self.n_train, self.n_test)
+
+    def phases(self) -> np.ndarray:
+        return np.random.default_rng(self.seed).uniform(0.0, 2 * np.pi, self.harmonics)
+
+    def function(self, t: np.ndarray) -> np.ndarray:
+        """The noise-free target at angles ``t``."""
+        k = np.arange(1, self.harmonics + 1)
+        return np.cos(np.outer(np.asarray(t, float), k) + self.phases()) @ (k ** -self.decay)
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng([self.seed, 1])
+        t = rng.uniform(0.0, 2 * np.pi, self.n_train + self.n_test)
+        x = np.stack([np.cos(t), np.sin(t)], axis=1)
+        y = (self.function(t) + self.noise * rng.standard_normal(len(t)))[:, None]
+        n = self.n_train
+        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"t_train": t[:n], "t_test": t[n:]})
+
+
+DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic,
+                                      CircleFourier)}
