@@ -124,6 +124,7 @@ def test_circle_fourier_has_the_designed_power_law_spectrum():
     k = np.arange(1, 41)
     np.testing.assert_allclose(amplitude[1:41], k ** -1.5, rtol=1e-10)
     assert np.abs(amplitude[41:]).max() < 1e-12 and abs(amplitude[0]) < 1e-12
+    np.testing.assert_allclose(data.on_grid(256), data.function(grid), atol=1e-12)
     assert not np.allclose(CircleFourier(seed=4).function(grid), CircleFourier(seed=3).function(grid))
     with pytest.raises(ConfigError, match="data.decay"):
         CircleFourier(decay=-1.0)

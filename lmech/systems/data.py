@@ -314,6 +314,17 @@ class CircleFourier:
         k = np.arange(1, self.harmonics + 1)
         return np.cos(np.outer(np.asarray(t, float), k) + self.phases()) @ (k ** -self.decay)
 
+    def on_grid(self, points: int) -> np.ndarray:
+        """The noise-free target on the uniform grid ``t_j = 2 pi j / points`` by one inverse FFT (exact when
+        ``points > 2 harmonics``, the grid's Nyquist limit)."""
+        if points <= 2 * self.harmonics:
+            raise ValueError(f"points={points} cannot resolve {self.harmonics} harmonics; use more than "
+                             f"{2 * self.harmonics}")
+        spectrum = np.zeros(points // 2 + 1, dtype=complex)
+        k = np.arange(1, self.harmonics + 1)
+        spectrum[1:self.harmonics + 1] = points / 2 * k ** -self.decay * np.exp(1j * self.phases())
+        return np.fft.irfft(spectrum, n=points)
+
     def load(self) -> Dataset:
         rng = np.random.default_rng([self.seed, 1])
         t = rng.uniform(0.0, 2 * np.pi, self.n_train + self.n_test)

@@ -1,7 +1,8 @@
 """Theory: first-principles predictions, computed blind to any measurement."""
 from .central_flow import CentralFlowResult, central_flow, moving_average, sharpness_gradient, solve_lcp
 from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
-from .eigenlearning import EigenlearningResult, eigenlearning, eigenlearning_from_kernel, kernel_eigensystem, solve_kappa
+from .eigenlearning import (EigenlearningResult, SpectralExponents, circle_eigensystem, eigenlearning,
+                           eigenlearning_from_kernel, kernel_eigensystem, solve_kappa, spectral_exponents)
 from .kernels import nngp_ntk
 from .linearized import kernel_regression, linearized_gd
 from .loss_curves import MultiPowerFit, fit_loss_curve, fit_multi_power_law, multi_power_loss
@@ -11,7 +12,8 @@ from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stabi
 
 __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gradient", "solve_lcp",
            "nngp_ntk", "kernel_regression", "linearized_gd", "EigenlearningResult", "eigenlearning",
-           "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "learning_time", "mode_ode",
+           "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "SpectralExponents", "circle_eigensystem",
+           "spectral_exponents", "learning_time", "mode_ode",
            "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",
            "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning",
            "Extrapolation", "leave_largest_out", "fit_scaling_law", "MultiPowerFit", "fit_loss_curve",

@@ -185,3 +185,81 @@ def eigenlearning_from_kernel(kernel, targets, n, *, noise: float = 0.0, ridge: 
     """:func:`eigenlearning` on the eigensystem of ``kernel`` over a pool (:func:`kernel_eigensystem`)."""
     lam, coeffs = kernel_eigensystem(kernel, targets)
     return eigenlearning(lam, n, target_coeffs=coeffs, noise=noise, ridge=ridge)
+
+
+def circle_eigensystem(kernel_row, targets) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and target coefficients of a rotation-invariant kernel on the circle, from one row of it and the
+    target on a uniform grid of ``M`` angles ``2 pi j / M`` (exact for the grid as the pool; ``O(M log M)`` by FFT
+    instead of an ``M^3`` eigendecomposition).
+
+    Degree ``k`` is the eigenvalue ``lam_k = (1/M) sum_j K(0, t_j) cos(k t_j)`` (REFERENCE 2.5's circle trap: the
+    row over ``M``), once for ``k = 0`` (and ``k = M/2``) and twice (cos, sin) below; the target's power in degree
+    ``k`` is ``2 |F_k|^2 / M^2`` split evenly over its two modes. Modes come back in descending eigenvalue order,
+    as from :func:`kernel_eigensystem`, with coefficients ``v_i >= 0`` (the phase within a degree is irrelevant)."""
+    row = np.asarray(kernel_row, dtype=float)
+    y = np.asarray(targets, dtype=float)
+    if row.ndim != 1 or y.shape != row.shape or len(row) < 4:
+        raise ConfigError(f"kernel_row and targets must be two arrays of equal length M >= 4 on the grid; got "
+                          f"{row.shape} and {y.shape}")
+    size = len(row)
+    degree_lam = np.fft.rfft(row).real / size
+    degree_power = np.abs(np.fft.rfft(y)) ** 2 / size ** 2
+    twice = np.ones(len(degree_lam), dtype=bool)
+    twice[0] = False
+    if size % 2 == 0:
+        twice[-1] = False
+    lam = np.concatenate([degree_lam[~twice], np.repeat(degree_lam[twice], 2)])
+    power = np.concatenate([degree_power[~twice], np.repeat(degree_power[twice], 2)])  # 2|F|^2/M^2 split over 2 modes
+    order = np.argsort(-lam, kind="stable")
+    return np.clip(lam[order], 0.0, None), np.sqrt(power[order])
+
+
+@dataclass(frozen=True)
+class SpectralExponents:
+    """Power laws of a kernel's spectrum and a target's power over a window of modes, ``lam_i ~ i^-rho`` and
+    ``v_i^2 ~ i^-r`` (least squares in log-log over ``modes``; ``tail=True`` fits ``r`` from the tail
+    ``sum_{j >= i} v_j^2 ~ i^-(r - 1)`` instead, steadier for noisy coefficients but biased when the target's power
+    stops not far past the window), and the learning-curve exponents they predict: in samples ``min(r - 1, 2 rho)``,
+    in gradient-flow time ``(r - 1) / rho``."""
+
+    rho: float
+    r: float
+    modes: tuple[int, int]
+
+    @property
+    def exponent(self) -> float:
+        """``min(r - 1, 2 rho)``: test error ~ ``n^-exponent`` for ridgeless kernel regression (Bordelon, Canatar &
+        Pehlevan 2020, arXiv:2002.02561; Spigler, Geiger & Wyart 2020, arXiv:1905.10843; REFERENCE 2.5, 2.14)."""
+        return min(self.r - 1, 2 * self.rho)
+
+    @property
+    def limited_by(self) -> str:
+        """``"target"`` when ``r - 1 < 2 rho`` (the unlearned tail dominates), else ``"kernel"``."""
+        return "target" if self.r - 1 < 2 * self.rho else "kernel"
+
+    @property
+    def time_exponent(self) -> float:
+        """``(r - 1) / rho``: test error ~ ``t^-(r-1)/rho`` in gradient-flow time at ``n`` past the learned modes."""
+        return (self.r - 1) / self.rho
+
+
+def spectral_exponents(eigenvalues, target_coeffs, modes: tuple[int, int], *, tail: bool = False
+                       ) -> SpectralExponents:
+    """Fit ``rho`` and ``r`` (see :class:`SpectralExponents`) over modes ``modes[0] .. modes[1]`` (1-based, in
+    descending eigenvalue order, as :func:`kernel_eigensystem` and :func:`circle_eigensystem` return them)."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    v = np.asarray(target_coeffs, dtype=float)
+    lo, hi = (int(m) for m in modes)
+    if lam.ndim != 1 or v.shape != lam.shape:
+        raise ConfigError(f"eigenvalues and target_coeffs must be 1-D of equal length; got {lam.shape}, {v.shape}")
+    if not 1 <= lo < hi <= len(lam) or hi - lo < 4:
+        raise ConfigError(f"modes={modes!r} must satisfy 1 <= lo < hi <= {len(lam)} with at least 4 modes between")
+    i = np.arange(lo, hi + 1)
+    power = (np.cumsum((v ** 2)[::-1])[::-1] if tail else v ** 2)[lo - 1:hi]
+    window = lam[lo - 1:hi]
+    if np.any(window <= 0) or np.any(power <= 0):
+        raise ConfigError(f"modes={modes!r} include zero eigenvalues or zero target power; choose a window inside the "
+                          "spectrum's support")
+    rho = -np.polyfit(np.log(i), np.log(window), 1)[0]
+    r = -np.polyfit(np.log(i), np.log(power), 1)[0] + (1 if tail else 0)
+    return SpectralExponents(float(rho), float(r), (lo, hi))
