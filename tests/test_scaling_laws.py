@@ -66,3 +66,57 @@ def test_kernel_scaling_exponent_passes_and_fails_with_the_exponent_off_by_one(m
     assert verdict.status == PASS and verdict.error <= 0.1
     monkeypatch.setattr(module, "predicted_exponent", lambda e: min(e.r, 2 * e.rho))  # r instead of r - 1
     assert law.evaluate({}, "quick").status == FAIL
+
+
+def test_random_feature_readouts_equal_a_direct_ridge_solve():
+    """The law's eigendecomposition serving every ridge at once equals solving (P^T P/D + ridge I) a = P^T y/D."""
+    from lmech.laws import scaling_extrapolation as law
+
+    s = law.Setting((8, 32), (16,), 1, 0)
+    target = CircleFourier(decay=1.0, harmonics=law._GRID // 2 - 1, n_train=1, n_test=0)
+    measured = law.random_feature_losses(s, target)[:, 0, 0]
+    rng = np.random.default_rng([0, 17])
+    w = rng.standard_normal((32, 3))
+    t = rng.uniform(0, 2 * np.pi, 16 + law._VALIDATION)
+    y = target.function(t) + law._NOISE * rng.standard_normal(len(t))
+    grid = 2 * np.pi * np.arange(law._GRID) / law._GRID
+    for row, n in enumerate((8, 32)):
+        p, val, test = (law._features(a, w)[:, :n] / np.sqrt(n) for a in (t[:16], t[16:], grid))
+        solves = [np.linalg.solve(p.T @ p / 16 + r * np.eye(n), p.T @ y[:16] / 16) for r in law._RIDGES]
+        best = solves[int(np.argmin([np.mean((val @ a - y[16:]) ** 2) for a in solves]))]
+        direct = 0.5 * np.mean((test @ best - target.function(grid)) ** 2) + 0.5 * law._NOISE ** 2
+        assert measured[row] == pytest.approx(direct, rel=1e-6)
+
+
+def test_iso_compute_optimum_is_the_parabola_vertex():
+    from lmech.laws.scaling_extrapolation import _iso_optimum
+
+    n = 2.0 ** np.arange(3, 9)
+    loss = np.exp(0.3 * (np.log(n) - np.log(40.0)) ** 2)
+    optimum, interior = _iso_optimum(n, loss)
+    assert interior and optimum == pytest.approx(40.0, rel=1e-9)
+    assert _iso_optimum(n, loss[::-1] * 0 + n) == (8.0, False)  # increasing: the minimum sits on the edge
+
+
+def test_scaling_extrapolation_passes_and_fails_with_a_wrong_exponent(monkeypatch):
+    """Held-out runs are predicted within the fit's bootstrap interval; the same fit with alpha + 0.3 misses them."""
+    from dataclasses import replace
+
+    from lmech.laws import scaling_extrapolation as module
+    from lmech.theory.scaling import FORMS
+
+    law = LAWS["scaling-extrapolation"]
+    verdict = law.evaluate({}, "quick")
+    assert verdict.status == PASS and verdict.error < 1
+    real = module.fit_scaling_law
+
+    def steeper(*args, **kwargs):  # the fit and every bootstrap replicate with alpha + 0.3
+        fit = real(*args, **kwargs)
+        shift = np.eye(5)[FORMS["chinchilla"].internal.index("alpha")] * 0.3
+        theta = np.array(fit.theta) + shift
+        return replace(fit, theta=tuple(theta), params=FORMS["chinchilla"].public(theta),
+                       replicates=fit.replicates + shift)
+    monkeypatch.setattr(module, "fit_scaling_law", steeper)
+    wrong = law.evaluate({}, "quick")
+    assert wrong.status == FAIL
+    assert [c.ok for c in wrong.checks if c.headline].count(False) >= 1
