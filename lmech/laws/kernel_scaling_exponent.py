@@ -144,10 +144,10 @@ class KernelScalingExponent(Law):
 
         rng = np.random.default_rng(1)
         checks: list[Check] = []
-        curve = Panel("Ridgeless kernel regression on the circle: test MSE against n", "n (training samples)",
-                      "test MSE", xscale="log", yscale="log")
-        spectrum = Panel("Spectra measured before training (modes in descending eigenvalue order)", "mode i",
-                         "eigenvalue / target power", xscale="log", yscale="log")
+        curve = Panel("Learning curves (dashed: eigenlearning)", "n (training samples)", "test MSE", xscale="log",
+                      yscale="log")
+        spectrum = Panel("Spectra before training", "mode i (descending eigenvalue)", "eigenvalue / target power",
+                         xscale="log", yscale="log")
         lam = spectra[decays[0]][0]
         modes = np.arange(1, len(lam) + 1)
         shown = (modes >= 1) & (modes <= 4 * window[1])

@@ -28,14 +28,15 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
         colours: dict[str, str] = {}
         cycle = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
         for s in panel.series:
-            colour = colours.setdefault(s.group or s.label, next(cycle))
+            key = s.group or s.label
+            colour = colours[key] if key in colours else colours.setdefault(key, next(cycle))  # a colour per new group
             label = s.label if s.kind != "reference" or s.label not in ax.get_legend_handles_labels()[1] else None
             ax.plot(s.x, s.y, color=colour, label=label, **_STYLE.get(s.kind, _STYLE["measured"]))
             if s.low is not None and s.high is not None:
                 ax.vlines(s.x, s.low, s.high, color=colour, linewidth=1.0, alpha=0.7)
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
         _label_sweep_points(ax, panel)
-        if len(panel.series) <= 14:
+        if sum(not s.label.startswith("_") for s in panel.series) <= 14:
             ax.legend(fontsize=6.5, frameon=False)
         ax.grid(alpha=0.25)
     fig.tight_layout()
