@@ -36,7 +36,7 @@ _GRID_OFFSETS = np.arange(-1.0, 1.01, 0.5)
 _GRID_SCALES = np.arange(0.0, 25.1, 5.0)
 _GRID_KAPLAN = np.array([0.05, 0.25, 0.5, 1.0])
 _BOOTSTRAP_STARTS = 4  # each bootstrap replicate starts from the full-data optimum and 3 other distinct optima
-_PATIENCE, _FAR = 50, 1e-3  # after 50 iterations, starts whose objective is 0.1% above the best stop
+_PATIENCE, _FAR = 20, 1e-3  # after 20 iterations, starts whose objective is 0.1% above the best stop
 
 
 @dataclass(frozen=True)
@@ -407,25 +407,37 @@ def _lse_derivatives(m: torch.Tensor, log_l: torch.Tensor, delta: float) -> Deri
     """Forms whose log loss is ``LSE_t(m[p, t] . theta)`` (terms linear in theta), in closed form without forming the
     Jacobians: with ``s = softmax(z)``, ``grad r_p = sum_t s_pt m_pt``, so ``g = sum_t (w psi' s_t) @ m_t`` and the
     curvature of :func:`_huber_terms` is ``sum_{t,t'} (w omega s_t s_t') @ (m_t outer m_t')``: a few matrix products
-    of (starts x points) by (points x k^2), where per-start products of tiny matrices would be slow."""
+    of (starts x points) by (points x the entries each pair of terms touches), where per-start products of tiny
+    matrices would be slow."""
     points, terms, k = m.shape
     per_term = [m[:, t, :].T.contiguous() for t in range(terms)]  # (k, points): z_t = theta @ per_term[t]
     outer = torch.einsum("ptk,pul->tupkl", m, m).reshape(terms, terms, points, k * k)
     pairs = [(t, u) for t in range(terms) for u in range(t, terms)]  # the curvature's symmetric pairs of terms
-    paired = {(t, u): outer[t, u] + outer[u, t] if t != u else outer[t, t] for t, u in pairs}
+    paired = {}  # per pair, only the curvature entries it touches (Chinchilla's terms each hold 1-2 parameters)
+    for t, u in pairs:
+        block = outer[t, u] + outer[u, t] if t != u else outer[t, t]
+        cols = torch.nonzero(block.abs().amax(dim=0) > 0).flatten()
+        paired[t, u] = (cols, block[:, cols].contiguous())
 
     def derivatives(theta: torch.Tensor, w: torch.Tensor) -> tuple:
         z = [theta @ mt for mt in per_term]  # each (starts, points): contiguous, no reductions over 2-3 terms
         top = functools.reduce(torch.maximum, z)
-        e = [torch.exp(zt - top) for zt in z]  # one pass for both the log-sum-exp and its softmax
-        total = functools.reduce(torch.add, e)
-        r = top + torch.log(total) - log_l
-        value = (w * huber(r, delta)).sum(dim=1)
-        soft = torch.stack(e) / total  # (terms, starts, points)
-        slope, omega = w * r.clamp(-delta, delta), w * (delta / r.abs().clamp(min=delta))
+        soft = [torch.exp(zt - top) for zt in z]  # one pass for both the log-sum-exp and its softmax
+        total = functools.reduce(torch.add, soft)
+        r = torch.log(total).add_(top).sub_(log_l)
+        total.reciprocal_()
+        for e in soft:
+            e.mul_(total)
+        clipped = r.clamp(-delta, delta)
+        slope = w * clipped  # w psi'(r)
+        value = (slope * (r - 0.5 * clipped)).sum(dim=1)  # sum w Huber(r): clipped (r - clipped/2) is Huber
+        omega = r.abs_().clamp_(min=delta).reciprocal_().mul_(w).mul_(delta)  # w min(1, delta/|r|)
         g = sum((slope * soft[t]) @ m[:, t, :] for t in range(terms))
-        weighted = omega * soft
-        h = sum((weighted[t] * soft[u]) @ paired[t, u] for t, u in pairs)
+        weighted = [omega * e for e in soft]
+        h = torch.zeros(len(theta), k * k, dtype=theta.dtype)
+        for t, u in pairs:
+            cols, block = paired[t, u]
+            h.index_add_(1, cols, (weighted[t] * soft[u]) @ block)
         return value, g, h.view(len(theta), k, k)
     return derivatives
 
