@@ -79,6 +79,37 @@ def test_optimizers_follow_their_update_equations(optimizer, update):
     np.testing.assert_allclose(measured, _manual_run(system, update, 4), rtol=1e-10)
 
 
+def _cosine_after_warmup(t, steps=8, warmup=2):  # update t (0-based): linear warm-up, then a half cosine
+    return (t + 1) / warmup if t < warmup else 0.5 * (1 + np.cos(np.pi * (t - warmup) / (steps - warmup)))
+
+
+@pytest.mark.parametrize("optimizer, schedule, factor, update", [
+    ("gd", "cosine", _cosine_after_warmup, lambda g, st, t: 0.05 * _cosine_after_warmup(t - 1) * g),
+    ("adam", "wsd", lambda t: min(1.0, (8 - t) / 2), None),  # decay over the last 0.25 x 8 = 2 updates
+])
+def test_learning_rate_schedules_scale_each_update(optimizer, schedule, factor, update):
+    rule = LearningRule(lr=0.05, steps=8, optimizer=optimizer, dtype="float64", seed=5, schedule=schedule,
+                        warmup=2 if schedule == "cosine" else 0, decay_fraction=0.25)
+    assert [rule.lr_factor(t) for t in range(8)] == pytest.approx([factor(t) for t in range(8)], abs=1e-12)
+    np.testing.assert_allclose(rule.learning_rates(), [0.05 * factor(t) for t in range(8)], rtol=1e-12)
+    if update is None:  # Adam: the rate's factor multiplies the bias-corrected step
+        adam = _adam(0.05, 0.9, 0.999, 1e-8)
+        update = lambda g, st, t: factor(t - 1) * adam(g, st, t)  # noqa: E731
+    system = System(DeepLinear(depth=2, width=4), WhitenedLinear(d_in=3, d_out=2, singular_values=(2.0, 1.0), n_train=8),
+                    Task("mse"), rule)
+    run = train(system, [SingularValues(Schedule(every=1))])
+    np.testing.assert_allclose([run.last(f"sv/{i}") for i in range(2)], _manual_run(system, update, 8), rtol=1e-10)
+
+
+def test_schedule_fields_are_validated():
+    with pytest.raises(Exception, match="rule.schedule"):
+        LearningRule(lr=0.1, steps=10, schedule="exponential")
+    with pytest.raises(Exception, match="rule.warmup"):
+        LearningRule(lr=0.1, steps=10, warmup=10)
+    with pytest.raises(Exception, match="rule.decay_fraction"):
+        LearningRule(lr=0.1, steps=10, schedule="wsd", decay_fraction=1.5)
+
+
 def test_divergence_is_an_outcome_not_a_crash():
     run = train(_digits_system(lr=1e4, steps=200), [Loss(Schedule(every=1))])
     assert run.outcome == "diverged"

@@ -71,6 +71,20 @@ def test_data_draws_are_batched_and_equal_sequential_runs(arch, data, optimizer,
     assert first != other  # the draws differ
 
 
+@pytest.mark.parametrize("optimizer, schedule", [("adam", "cosine"), ("momentum", "wsd")])
+def test_scheduled_learning_rates_batch_and_equal_sequential_runs(optimizer, schedule, tmp_path):
+    exps = [Experiment({"lr": lr, "seed": seed},
+                       System(MLP(width=24, depth=2), MNIST1D(n_train=128, n_test=32), Task("cross_entropy"),
+                              LearningRule(lr=lr, steps=10, optimizer=optimizer, batch_size=32, seed=seed,
+                                           dtype="float64", schedule=schedule, warmup=3)),
+                       [Loss(schedule=Schedule(every=2)), Loss(Schedule(at=(0, 10)), split="test")])
+            for lr in (1e-3, 3e-2) for seed in (0, 2)]
+    batched = run_experiments(exps, lmech.Store(tmp_path / "s.db"))
+    assert all(r.versions["executor"] == "train_stacked x4" for r in batched.values())
+    for exp in exps:
+        _assert_same_records(batched[exp.key], lmech.train(exp.system, exp.probes))
+
+
 def test_mixed_shapes_and_other_probes_run_alone():
     data = MNIST1D(n_train=64, n_test=0)
     exps = (_experiments(MLP(width=16), data, [1e-3, 1e-2], steps=2)

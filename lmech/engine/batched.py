@@ -277,8 +277,8 @@ class _FlatOptimizer:
         self.state_blocks = [_blocks(b, shapes) for b in self.state]
         self.denoms, self.scaled = (_blocks(b, shapes) for b in self.scratch) if adam else ({}, {})
 
-    def step(self, t: int) -> None:
-        """Update ``t`` (0-based)."""
+    def step(self, t: int, factor: float = 1.0) -> None:
+        """Update ``t`` (0-based), every rate times ``factor`` (a learning-rate schedule's)."""
         if self.optimizer == "sgd":
             g = self.grads
             if self.momentum:
@@ -288,7 +288,7 @@ class _FlatOptimizer:
                     self.state[0].mul_(self.momentum).add_(self.grad)
                 g = self.state_blocks[0]
             for n, p in self.params.items():
-                p.addcmul_(self.rates[n], g[n], value=-1.0)
+                p.addcmul_(self.rates[n], g[n], value=-factor)
             return
         (b1, b2), (m, v), denom = self.betas, self.state, self.scratch[0]
         m.lerp_(self.grad, 1 - b1)
@@ -296,7 +296,7 @@ class _FlatOptimizer:
         torch.sqrt(v, out=denom).div_((1 - b2 ** (t + 1)) ** 0.5).add_(self.eps)
         for n, p in self.params.items():
             scaled = torch.mul(self.state_blocks[0][n], self.rates[n], out=self.scaled[n])
-            p.addcdiv_(scaled, self.denoms[n], value=-1 / (1 - b1 ** (t + 1)))
+            p.addcdiv_(scaled, self.denoms[n], value=-factor / (1 - b1 ** (t + 1)))
 
     def stop(self, i: int) -> None:
         """Freeze model ``i``: zero its parameters, gradient, state and rates (its updates are then exactly 0)."""
@@ -331,7 +331,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                   seed: int | Sequence[int] = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
                   lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
                   y_test: torch.Tensor | None = None, accuracy: bool | None = None,
-                  data_per_model: bool = False) -> StackedRun:
+                  data_per_model: bool = False, lr_factor: Callable[[int], float] | None = None) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
     are written back in place.
 
@@ -345,7 +345,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     taken at ``record_steps`` (in 0..steps), by default every
     ``record_every`` steps and at the last. ``data_per_model``: ``x, y`` (and ``x_test, y_test``) carry a leading
     model axis, model ``i`` training on ``(x[i], y[i])`` (e.g. independent draws of a dataset, one per model; the same
-    number of rows for all).
+    number of rows for all). ``lr_factor(t)``: a learning-rate schedule, multiplying every rate at update ``t``.
 
     Divergence follows lmech's engine, per model: the minibatch loss is computed before each update, and a model
     whose loss is non-finite diverged at that step and stops there (its parameters as they were then; the other
@@ -433,7 +433,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
         return False  # the other models go on
 
     with torch.no_grad():
-        run_steps(steps, measure=measure, compute=compute, apply=opt.step, diverge=diverge)
+        apply = opt.step if lr_factor is None else (lambda t: opt.step(t, lr_factor(t)))
+        run_steps(steps, measure=measure, compute=compute, apply=apply, diverge=diverge)
         for i, model in enumerate(models):
             for n, p in model.named_parameters():
                 p.copy_(frozen[i][n] if i in frozen else params[n][i])

@@ -59,7 +59,8 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
                         eps=rule.eps, batch_size=rule.batch_size, seed=[e.system.rule.seed for e in experiments],
                         record_steps=record_steps,
                         x_test=data["x_test"] if has_test else None, y_test=data["y_test"] if has_test else None,
-                        accuracy=state.labelled, data_per_model=per_model)
+                        accuracy=state.labelled, data_per_model=per_model,
+                        lr_factor=rule.lr_factor if rule.scheduled else None)
     row = {int(s): t for t, s in enumerate(run.steps)}
     metrics = {("train", "loss"): run.loss, ("train", "accuracy"): run.accuracy,
                ("test", "loss"): run.test_loss, ("test", "accuracy"): run.test_accuracy}

@@ -136,17 +136,20 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     state.optimizer = optimizer_for(system, state.param_groups or state.model.parameters())
     result = RunResult(run_id(system, probes), system, [p.to_dict() for p in probes], versions=versions())
     train_model(state, probes, result, rule.steps, minibatches(len(state.x_train), rule.batch_size, rule.seed),
-                progress=progress)
+                progress=progress, lr_factor=rule.lr_factor if rule.scheduled else None)
     result.wall_time = time.perf_counter() - start
     return result
 
 
 def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, steps: int,
                 next_batch: Callable[[], torch.Tensor | None] = lambda: None, *,
-                progress: Callable[[int, int], None] | None = None) -> RunResult:
+                progress: Callable[[int, int], None] | None = None,
+                lr_factor: Callable[[int], float] | None = None) -> RunResult:
     """The single-model loop (:func:`~lmech.engine.loop.run_steps`) on a prepared ``state`` (model, data, optimizer):
-    probes measured on their schedules into ``result``, then minibatch loss, divergence rule and optimizer step."""
+    probes measured on their schedules into ``result``, then minibatch loss, divergence rule and optimizer step;
+    ``lr_factor(t)`` (a learning-rate schedule) multiplies every parameter group's rate at update ``t``."""
     model, optimizer = state.model, state.optimizer
+    base_rates = [group["lr"] for group in optimizer.param_groups]
     when = [(p, p.schedule.steps(steps)) for p in probes]
     report_every = max(steps // 100, 1)
 
@@ -164,6 +167,10 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
         return loss
 
     def apply(step: int) -> None:
+        if lr_factor is not None:
+            factor = lr_factor(step)
+            for group, rate in zip(optimizer.param_groups, base_rates):
+                group["lr"] = rate * factor
         optimizer.step()
         if progress is not None and step % report_every == 0:
             progress(step, steps)

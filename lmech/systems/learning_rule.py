@@ -1,13 +1,16 @@
 """Learning rules: optimizer, hyperparameters, step budget, init and numerics."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ._validate import ConfigError, check_types, in_unit_interval, one_of, positive_float, positive_int
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+SCHEDULES = ("constant", "cosine", "linear", "wsd")
 INITS = ("normal", "aligned", "symmetric")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -20,6 +23,11 @@ class LearningRule:
     - ``"sgd"``: the same on minibatches of ``batch_size`` drawn without replacement each epoch;
     - ``"momentum"``: heavy ball in PyTorch's convention ``v = momentum v + g; theta -= lr v``;
     - ``"adam"``: Adam with ``betas`` and ``eps``.
+
+    ``schedule`` multiplies ``lr`` at update ``t`` of ``steps`` (after ``warmup`` updates rising linearly, ``(t + 1) /
+    warmup``): ``"constant"`` 1; ``"cosine"`` ``(1 + cos(pi u)) / 2`` and ``"linear"`` ``1 - u`` with ``u`` the
+    fraction of the post-warm-up updates done; ``"wsd"`` (warmup-stable-decay) 1, then linearly to 0 over the last
+    ``decay_fraction`` of the updates. Per-group rates (muP) are scaled alike.
 
     ``batch_size=None`` means full batch. ``init="aligned"`` (deep linear networks only) starts every
     layer with singular value ``init_scale`` along the singular modes of ``Sigma_yx``: the balanced,
@@ -39,6 +47,9 @@ class LearningRule:
     init_scale: float = 1.0
     seed: int = 0
     dtype: str = "float32"
+    schedule: str = "constant"
+    warmup: int = 0
+    decay_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         check_types(self, "rule")
@@ -62,6 +73,36 @@ class LearningRule:
         positive_float("rule.init_scale", self.init_scale)
         positive_int("rule.seed", self.seed, minimum=0)
         one_of("rule.dtype", self.dtype, tuple(DTYPES))
+        one_of("rule.schedule", self.schedule, SCHEDULES)
+        positive_int("rule.warmup", self.warmup, minimum=0)
+        if self.warmup and self.warmup >= self.steps:
+            raise ConfigError(f"rule.warmup={self.warmup} must be below rule.steps={self.steps}")
+        positive_float("rule.decay_fraction", self.decay_fraction)
+        if self.decay_fraction > 1:
+            raise ConfigError(f"rule.decay_fraction={self.decay_fraction!r} must be in (0, 1]: the fraction of the "
+                              "updates that decay under schedule='wsd'")
+
+    def lr_factor(self, update: int) -> float:
+        """The schedule's multiplier of ``lr`` at ``update`` (0-based; see the class docstring)."""
+        if update < self.warmup:
+            return (update + 1) / self.warmup
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule == "wsd":
+            decay = max(1, round(self.decay_fraction * self.steps))
+            return min(1.0, (self.steps - update) / decay)
+        done = (update - self.warmup) / max(1, self.steps - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * done)) if self.schedule == "cosine" else 1 - done
+
+    def learning_rates(self) -> np.ndarray:
+        """The rate of every update ``0 .. steps - 1`` (``lr`` times :meth:`lr_factor`): the schedule that
+        :func:`lmech.fit_multi_power_law` takes, whose entry ``t - 1`` is the rate of step ``t``."""
+        return self.lr * np.array([self.lr_factor(t) for t in range(self.steps)])
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes during training (a schedule or a warm-up)."""
+        return self.schedule != "constant" or self.warmup > 0
 
     @property
     def torch_dtype(self) -> torch.dtype:
