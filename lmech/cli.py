@@ -263,7 +263,7 @@ def _cmd_fit_scaling(args: argparse.Namespace) -> int:
     if args.figure:
         Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         Path(args.figure).write_bytes(figure_png(scaling_panels(fit, table[args.n].to_numpy(float), d,
-                                                                table[args.loss].to_numpy(float))))
+                                                                table[args.loss].to_numpy(float), x_label=args.n)))
         print(args.figure)
     return 0
 

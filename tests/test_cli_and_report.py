@@ -236,6 +236,21 @@ def test_fit_scaling_cli_prints_the_fit_the_allocation_and_writes_a_figure(tmp_p
     out = capsys.readouterr().out
     assert code == 0 and (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
     assert "alpha = 0.34" in out and "beta = 0.28" in out and "C = 1e+21: N* = " in out  # noise-free: exact
+    steps = np.unique(np.geomspace(1, 1e4, 40).astype(int))  # a loss curve: one variable, the power form
+    (tmp_path / "curve.csv").write_text("step,loss\n" + "\n".join(f"{t},{0.3 + 5 * t ** -0.6}" for t in steps))
+    code = main(["fit-scaling", str(tmp_path / "curve.csv"), "--n", "step", "--loss", "loss", "--form", "power",
+                 "--bootstrap", "50", "--figure", str(tmp_path / "curve.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "alpha = 0.6 " in out and (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    from lmech.report.figures import scaling_panels
+    from lmech.theory import fit_scaling_law
+
+    fit = fit_scaling_law(steps, loss=0.3 + 5 * steps ** -0.6, form="power", bootstrap=20)
+    panels = scaling_panels(fit, steps, None, 0.3 + 5 * steps ** -0.6, x_label="step")
+    curve = panels[1]
+    assert curve.xlabel == "step" and [s.label for s in curve.series] == ["measured", "fit", "95% interval",
+                                                                           "_95% interval"]
+    np.testing.assert_allclose(curve.series[1].y, 0.3 + 5 * np.asarray(curve.series[1].x) ** -0.6, rtol=1e-6)
     bad = tmp_path / "bad.csv"
     bad.write_text("params,tokens,loss\n1e7,1e9,3.1\n-1e8,1e9,2.9\n1e9,1e10,2.5\n1e9,1e11,2.4\n1e10,1e11,2.2\n1e8,1e10,2.7\n")
     for args, message in ((["--n", "nope", "--loss", "loss"], "has no column(s) ['nope']"),

@@ -35,6 +35,12 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
             if s.low is not None and s.high is not None:
                 ax.vlines(s.x, s.low, s.high, color=colour, linewidth=1.0, alpha=0.7)
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
+        for axis, scale, (low, high) in ((ax.xaxis, panel.xscale, ax.get_xlim()), (ax.yaxis, panel.yscale, ax.get_ylim())):
+            if scale == "log" and 0 < low < high < 100 * low:  # short log spans: matplotlib's minor labels
+                plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # (3x10^-1, 4x10^-1, ..) collide
+                axis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(plain)
+                axis.set_major_formatter(plain)
         _label_sweep_points(ax, panel)
         if sum(not s.label.startswith("_") for s in panel.series) <= 14:
             ax.legend(fontsize=6.5, frameon=False)
@@ -73,9 +79,10 @@ def figure_data_uri(panels: list[Panel]) -> str:
     return _RENDERED[key]
 
 
-def scaling_panels(fit, n, d, loss) -> list[Panel]:
+def scaling_panels(fit, n, d, loss, x_label: str = "x") -> list[Panel]:
     """A scaling fit's figure: fitted against measured loss (the diagonal is a perfect fit) and, for two-variable
-    forms, loss against compute 6 N D with the fitted compute-optimal frontier L*(C) (``fit``: a
+    forms, loss against compute 6 N D with the fitted compute-optimal frontier L*(C), for one-variable forms the loss
+    against the variable (``x_label``) with the fitted law and its bootstrap interval (``fit``: a
     :class:`lmech.theory.ScalingFit`)."""
     import numpy as np
 
@@ -84,8 +91,16 @@ def scaling_panels(fit, n, d, loss) -> list[Panel]:
     parity = Panel(f"{fit.form} fit: fitted vs measured loss", "measured loss", "fitted loss", xscale="log",
                    yscale="log")
     parity.series += [Series.of("points", loss, predicted), Series.of("perfect fit", span, span, "reference")]
-    if d is None:
-        return [parity]
+    if d is None:  # one variable (e.g. a loss curve in steps): the data and the fitted law, with its interval
+        x = np.asarray(n, float)
+        dense = np.geomspace(x.min(), x.max(), 80)
+        curve = Panel(f"{fit.form} fit: loss against {x_label}", x_label, "loss", xscale="log", yscale="log")
+        curve.series += [Series.of("measured", x, loss), Series.of("fit", dense, fit.predict(dense), "theory")]
+        if fit.replicates is not None:
+            low, high = fit.predict_interval(dense)
+            curve.series += [Series.of("95% interval", dense, low, "reference", "interval"),
+                             Series.of("_95% interval", dense, high, "reference", "interval")]
+        return [parity, curve]
     compute = 6 * np.asarray(n, float) * np.asarray(d, float)
     budgets = np.geomspace(compute.min(), compute.max() * 10, 60)
     frontier = Panel("Loss vs compute, fitted frontier L*(C)", "compute 6 N D", "loss",
