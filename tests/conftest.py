@@ -40,10 +40,11 @@ def distorted(runs, name_prefix, change):
     return out
 
 
-# Quick-scale sweeps of about a hundred runs each (about 40 s apiece on 2 cores): their law tests run in CI's second
+# Quick-scale sweeps of about a hundred runs each (about 40 s apiece on 2 cores) and the quanta law's 12 runs of 4000
+# Adam steps (about 30 s in one process): their law tests run in CI's second
 # stage (`make test-slow`, marked slow), which keeps the default suite under 5 minutes. ntk-lazy-limit's ten wide
 # runs (about 30 s) are marked slow at their test (tests/test_kernel_laws.py).
-_SLOW_LAWS = ("mup-lr-transfer", "transformer-mup-transfer", "depth-mup-transfer")
+_SLOW_LAWS = ("mup-lr-transfer", "transformer-mup-transfer", "depth-mup-transfer", "quanta-multitask-parity")
 _SLOW_LAW_FILES = ("test_mup_transfer_law.py", "test_transformer_transfer_law.py", "test_depth_transfer_law.py")
 
 

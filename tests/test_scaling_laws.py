@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lmech.laws import FAIL, LAWS, PASS
-from lmech.systems import CircleFourier
+from lmech.systems import CircleFourier, MultitaskParity
 from lmech.theory import circle_eigensystem, kernel_eigensystem, spectral_exponents
 from lmech.theory.kernels import nngp_ntk
 
@@ -120,3 +120,60 @@ def test_scaling_extrapolation_passes_and_fails_with_a_wrong_exponent(monkeypatc
     wrong = law.evaluate({}, "quick")
     assert wrong.status == FAIL
     assert [c.ok for c in wrong.checks if c.headline].count(False) >= 1
+
+
+def _ideal_quanta_runs(alpha_n, alpha_d, setting):
+    """Runs whose test loss has the exponents exactly: width w's curve is 0.35 (N_w/N_8)^-alpha_n (t/T)^-alpha_d,
+    capped at log 2 (chance), so its final loss falls as N^-alpha_n and every curve as t^-alpha_d; seeds differ by 1%."""
+    from lmech.laws import Runs
+    from lmech.laws import quanta_multitask_parity as law
+    from lmech.store.result import RunResult
+
+    steps = np.unique(np.r_[0, np.geomspace(1, setting.steps, 30).astype(int)])
+    smallest = law.parameters(setting, setting.widths[0])
+    pairs = []
+    for w in setting.widths:
+        size = (law.parameters(setting, w) / smallest) ** -alpha_n
+        for seed in range(setting.seeds):
+            loss = np.minimum(np.log(2), 0.35 * size * (np.maximum(steps, 1) / setting.steps) ** -alpha_d)
+            run = RunResult(f"ideal-{w}-{seed}", law._system(setting, w, seed), [],
+                            [(int(t), "loss/test", float(v) * (1 + 0.01 * seed)) for t, v in zip(steps, loss)])
+            pairs.append(({"width": w, "seed": seed}, run))
+    return Runs(pairs)
+
+
+def test_quanta_law_passes_ideal_quanta_curves_and_fails_wrong_exponents():
+    """No training: curves with the predicted exponents pass; curves with one exponent 0.2 off fail that check only;
+    a law whose parameter exponent is alpha/(1+alpha) fails on the ideal curves."""
+    from lmech.laws import quanta_multitask_parity as module
+
+    law = LAWS["quanta-multitask-parity"]
+    s = law.settings["quick"]
+    ideal = law.judge(_ideal_quanta_runs(0.5, 0.5 / 1.5, s), s)
+    assert ideal.status == PASS, [c for c in ideal.checks if not c.ok]
+    failing = {c.name.split(":")[0] for c in law.judge(_ideal_quanta_runs(0.7, 0.5 / 1.5, s), s).checks if not c.ok}
+    assert "parameter exponent" in failing and "data exponent in steps" not in failing
+    failing = {c.name.split(":")[0] for c in law.judge(_ideal_quanta_runs(0.5, 0.55, s), s).checks if not c.ok}
+    assert "data exponent in steps" in failing and "parameter exponent" not in failing
+    original = module.parameter_exponent
+    try:
+        module.parameter_exponent = module.data_exponent  # the two exponents swapped
+        assert law.judge(_ideal_quanta_runs(0.5, 0.5 / 1.5, s), s).status == FAIL
+    finally:
+        module.parameter_exponent = original
+
+
+def test_multitask_parity_labels_and_frequencies():
+    data = MultitaskParity(n_tasks=16, n_bits=8, alpha=0.5, n_train=40000, n_test=100, seed=3)
+    loaded = data.load()
+    task = loaded.info["task_train"]
+    np.testing.assert_array_equal(loaded.x_train[:, :16].argmax(1), task)
+    assert np.all(loaded.x_train[:, :16].sum(1) == 1)
+    bits = (loaded.x_train[:, 16:] > 0).astype(int)
+    subsets = loaded.info["subsets"]
+    np.testing.assert_array_equal(loaded.y_train, bits[np.arange(len(task))[:, None], subsets[task]].sum(1) % 2)
+    p = data.frequencies()
+    assert p == pytest.approx(np.arange(1, 17) ** -1.5 / np.sum(np.arange(1, 17) ** -1.5))
+    counts = np.bincount(task, minlength=16)
+    chi2 = np.sum((counts - 40000 * p) ** 2 / (40000 * p))
+    assert chi2 < 40  # 15 degrees of freedom: 99.9% quantile ~37.7

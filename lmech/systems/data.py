@@ -334,5 +334,51 @@ class CircleFourier:
         return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"t_train": t[:n], "t_test": t[n:]})
 
 
+@dataclass(frozen=True)
+class MultitaskParity:
+    """Multitask sparse parity (Michaud, Liu, Girit & Tegmark 2023, arXiv:2303.13506): each example picks task ``k``
+    with probability ``p_k ~ k^-(alpha + 1)`` (Zipf), shown as ``n_tasks`` one-hot control bits, and ``n_bits`` task
+    bits (as +-1); its label is the parity of task ``k``'s own ``k_bits`` of them (subsets fixed by ``seed``): one
+    "quantum" of skill per task. ``info``: ``frequencies``, ``subsets`` and the task of every train and test example."""
+
+    n_tasks: int = 64
+    n_bits: int = 8
+    k_bits: int = 3
+    alpha: float = 0.5
+    n_train: int = 2 ** 18
+    n_test: int = 20000
+    seed: int = 0
+    kind: ClassVar[str] = "multitask_parity"
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
+        positive_int("data.n_tasks", self.n_tasks)
+        positive_int("data.n_bits", self.n_bits)
+        positive_int("data.k_bits", self.k_bits)
+        if self.k_bits > self.n_bits:
+            raise ConfigError(f"data.k_bits={self.k_bits} must be at most data.n_bits={self.n_bits}")
+        positive_float("data.alpha", self.alpha)
+        _check_split(self.kind, self.n_train, self.n_test)
+
+    def frequencies(self) -> np.ndarray:
+        """``p_k = k^-(alpha + 1) / sum_j j^-(alpha + 1)`` for tasks ``k = 1 .. n_tasks``."""
+        p = np.arange(1, self.n_tasks + 1) ** -(self.alpha + 1)
+        return p / p.sum()
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng(self.seed)
+        subsets = np.array([rng.choice(self.n_bits, self.k_bits, replace=False) for _ in range(self.n_tasks)])
+        size = self.n_train + self.n_test
+        task = rng.choice(self.n_tasks, size, p=self.frequencies())
+        bits = rng.integers(0, 2, (size, self.n_bits))
+        x = np.zeros((size, self.n_tasks + self.n_bits), dtype=np.float32)
+        x[np.arange(size), task] = 1.0
+        x[:, self.n_tasks:] = 2.0 * bits - 1.0
+        y = (bits[np.arange(size)[:, None], subsets[task]].sum(axis=1) % 2).astype(np.int64)
+        n = self.n_train
+        return Dataset(x[:n], y[:n], x[n:], y[n:], 2, {"frequencies": self.frequencies(), "subsets": subsets,
+                                                       "task_train": task[:n], "task_test": task[n:]})
+
+
 DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic,
-                                      CircleFourier)}
+                                      CircleFourier, MultitaskParity)}
