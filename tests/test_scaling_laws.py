@@ -177,3 +177,11 @@ def test_multitask_parity_labels_and_frequencies():
     counts = np.bincount(task, minlength=16)
     chi2 = np.sum((counts - 40000 * p) ** 2 / (40000 * p))
     assert chi2 < 40  # 15 degrees of freedom: 99.9% quantile ~37.7
+
+
+def test_quanta_inversion_recovers_the_number_of_learned_tasks():
+    from lmech.laws.quanta_multitask_parity import quanta_learned
+
+    p = MultitaskParity(n_tasks=64, alpha=0.5).frequencies()
+    for k in (0, 1, 5, 20, 63):
+        assert quanta_learned(np.array([np.log(2) * p[k:].sum()]), p)[0] == pytest.approx(k, abs=1e-9)

@@ -46,6 +46,14 @@ def parameter_exponent(alpha: float) -> float:
     return alpha
 
 
+def quanta_learned(loss: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """The number of quanta a loss implies under the finite quanta model: learning the ``k`` most frequent tasks
+    (at loss 0, the rest at chance, ``log 2``) leaves ``log 2 sum_{j > k} p_j``; inverted by interpolation in log
+    loss (a partially learned task counts as a fraction)."""
+    tail = np.log(2) * np.cumsum(frequencies[::-1])[::-1]  # tail[k] = loss with the first k quanta learned
+    return np.interp(-np.log(loss), -np.log(tail), np.arange(len(tail)))
+
+
 def parameters(s: Setting, width: int) -> int:
     """Parameters of the one-hidden-layer MLP on the task's ``n_tasks + n_bits`` inputs with two logits."""
     return (s.n_tasks + s.n_bits + 1) * width + (width + 1) * 2
@@ -77,7 +85,11 @@ class QuantaMultitaskParity(Law):
               "widest model over its last four octaves (the quanta model predicts the same exponent in steps as in "
               "samples). Designed from prototypes: with 32 tasks of 12 bits the width exponent at 3000 steps was -0.27 "
               "(far from converged); with 2-bit parities most quanta were learned and both exponents steepened to "
-              "-0.85 (too few quanta); this setting gave -0.54 and -0.34 to -0.37 with two seeds.")
+              "-0.85 (too few quanta); this setting gave -0.54 and -0.34 to -0.37 with two seeds. The full scale (16000 steps) measured alpha_N "
+              "0.79 and alpha_D 0.42 (fail) while alpha_D = alpha_N/(1 + alpha_N) still held: with 64 tasks the "
+              "widest models hold a sizable share of them (the info rows invert the loss into quanta held), and the "
+              "finite tail sum_{j > n_q}^{64} p_j falls faster than the infinite one's n_q^-alpha, so the pure power "
+              "laws the claim states steepen; the quick pass is read at a budget where no model is near that end.")
     tolerance_note = (f"Parameter exponent (log-log slope of the final test loss over the widths' parameter counts) "
                       f"within +-{_TOL:g} of alpha, data exponent (slope over steps >= steps/{_WINDOW} of the widest "
                       f"model) within +-{_TOL:g} of alpha/(1+alpha), and the two measured exponents consistent, "
@@ -122,6 +134,14 @@ class QuantaMultitaskParity(Law):
                   f"between neighbouring widths' losses - 1 = {gaps:.3f})", spread, f"< {gaps:.3f}", spread < gaps,
                   kind="data"),
         ]
+        p = MultitaskParity(n_tasks=s.n_tasks, n_bits=s.n_bits, k_bits=_K_BITS, alpha=s.alpha).frequencies()
+        held, seen = quanta_learned(final, p), quanta_learned(widest[window], p)
+        checks += [Check(f"quanta held at the end (finite-quanta inversion, widths {list(s.widths)}: "
+                         f"{', '.join(f'{q:.1f}' for q in held)} of {s.n_tasks}): slope of n_q against N (model: 1)",
+                         loglog_slope(counts, held), "reported", True, kind="info"),
+                   Check(f"quanta learned by the widest model ({seen[0]:.1f} -> {seen[-1]:.1f}): slope of n_q against "
+                         f"steps (model: 1/(1+alpha) = {1 / (1 + s.alpha):.3f})",
+                         loglog_slope(steps[window], seen), "reported", True, kind="info")]
         for w, c in curves.items():
             last = c[:, 1].mean(axis=0)
             half = int(np.searchsorted(steps, s.steps // 2))
