@@ -70,6 +70,7 @@ def measured_curves(s: Setting, targets: dict[float, CircleFourier], seed: int =
     row = row[0]
     values = np.stack([t.on_grid(fine) for t in targets.values()], axis=1)  # (fine, targets)
     test = np.arange(s.grid) * _FINE
+    truth = values[test]
     out = {d: np.zeros((len(s.sizes), s.trials)) for d in targets}
     for a, n in enumerate(s.sizes):
         for b in range(s.trials):
@@ -77,7 +78,7 @@ def measured_curves(s: Setting, targets: dict[float, CircleFourier], seed: int =
             k = row[(idx[:, None] - idx[None, :]) % fine]
             k[np.diag_indices(n)] += _JITTER * row[0]
             errors = np.mean((row[(test[:, None] - idx[None, :]) % fine] @ np.linalg.solve(k, values[idx])
-                              - values[test]) ** 2, axis=0)
+                              - truth) ** 2, axis=0)
             for c, d in enumerate(targets):
                 out[d][a, b] = errors[c]
     return out
@@ -150,7 +151,7 @@ class KernelScalingExponent(Law):
                          xscale="log", yscale="log")
         lam = spectra[decays[0]][0]
         modes = np.arange(1, len(lam) + 1)
-        shown = (modes >= 1) & (modes <= 4 * window[1])
+        shown = modes <= 4 * window[1]
         spectrum.series.append(Series.of("kernel eigenvalues lambda_i", modes[shown], lam[shown], "measured", "kernel"))
         lo, hi = window
         fit_modes = np.arange(lo, hi + 1)

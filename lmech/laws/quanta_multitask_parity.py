@@ -134,7 +134,7 @@ class QuantaMultitaskParity(Law):
                   f"between neighbouring widths' losses - 1 = {gaps:.3f})", spread, f"< {gaps:.3f}", spread < gaps,
                   kind="data"),
         ]
-        p = MultitaskParity(n_tasks=s.n_tasks, n_bits=s.n_bits, k_bits=_K_BITS, alpha=s.alpha).frequencies()
+        p = _system(s, s.widths[0], 0).data.frequencies()
         held, seen = quanta_learned(final, p), quanta_learned(widest[window], p)
         checks += [Check(f"quanta held at the end (finite-quanta inversion, widths {list(s.widths)}: "
                          f"{', '.join(f'{q:.1f}' for q in held)} of {s.n_tasks}): slope of n_q against N (model: 1)",
@@ -142,9 +142,9 @@ class QuantaMultitaskParity(Law):
                    Check(f"quanta learned by the widest model ({seen[0]:.1f} -> {seen[-1]:.1f}): slope of n_q against "
                          f"steps (model: 1/(1+alpha) = {1 / (1 + s.alpha):.3f})",
                          loglog_slope(steps[window], seen), "reported", True, kind="info")]
+        half = int(np.searchsorted(steps, s.steps // 2))
         for w, c in curves.items():
             last = c[:, 1].mean(axis=0)
-            half = int(np.searchsorted(steps, s.steps // 2))
             checks.append(Check(f"width {w}: relative loss drop over the last doubling of steps (0 = converged)",
                                 float(1 - last[-1] / last[half]), "reported (the budget is fixed, not converged)",
                                 True, kind="info"))

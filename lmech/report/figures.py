@@ -29,7 +29,9 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
         cycle = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10)
         for s in panel.series:
             key = s.group or s.label
-            colour = colours[key] if key in colours else colours.setdefault(key, next(cycle))  # a colour per new group
+            if key not in colours:  # a colour per new group (next(cycle) only then: setdefault would always draw)
+                colours[key] = next(cycle)
+            colour = colours[key]
             label = s.label if s.kind != "reference" or s.label not in ax.get_legend_handles_labels()[1] else None
             ax.plot(s.x, s.y, color=colour, label=label, **_STYLE.get(s.kind, _STYLE["measured"]))
             if s.low is not None and s.high is not None:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .scaling import ScalingFit, _batched_lm, _huber_terms, fit_scaling_law
+from .scaling import ScalingFit, _batched_lm, _huber_terms, _ParamsAsAttributes, fit_scaling_law
 
 MULTI_POWER_PARAMS = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 _POSITIVE = {"L0", "A", "B", "C"}  # fitted in log
@@ -114,7 +114,7 @@ def _curve(curve: Sequence, index: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 @dataclass(frozen=True)
-class MultiPowerFit:
+class MultiPowerFit(_ParamsAsAttributes):
     """A fitted multi-power law: ``params`` (``L0, A, alpha, B, C, beta, gamma``; also attributes), the minimized
     Huber ``objective`` on log loss, ``residuals`` (``log L_hat - log L`` over the runs' points in order) and
     ``converged``."""
@@ -125,12 +125,6 @@ class MultiPowerFit:
     converged: bool
     starts: int
     iterations: int
-
-    def __getattr__(self, name: str) -> float:
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"MultiPowerFit has no attribute {name!r}; parameters: {list(MULTI_POWER_PARAMS)}")
 
     def predict(self, steps: Sequence[int], learning_rates: Sequence[float], warmup: int = 0) -> np.ndarray:
         """The law's loss after each of ``steps`` under the schedule ``learning_rates`` (one rate per step)."""

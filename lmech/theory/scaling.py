@@ -129,8 +129,18 @@ _MIN_DECADES = 1.5  # a variable spanning fewer decades leaves its exponent weak
 _MAX_CONDITION = 1e10
 
 
+class _ParamsAsAttributes:
+    """A fit whose ``params`` dict is also read as attributes (``fit.alpha``)."""
+
+    def __getattr__(self, name: str) -> float:
+        params = self.__dict__.get("params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}; parameters: {sorted(params)}")
+
+
 @dataclass(frozen=True)
-class ScalingFit:
+class ScalingFit(_ParamsAsAttributes):
     """A fitted scaling law: ``params`` (public names, e.g. ``E, A, B, alpha, beta``; also attributes), the
     minimized ``objective`` (weighted Huber sum on log loss), ``residuals`` (``log L_hat - log L`` per point),
     ``converged`` (the best start's gradient norm fell below tolerance), ``starts`` and ``iterations``."""
@@ -148,12 +158,6 @@ class ScalingFit:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% percentile intervals from the bootstrap
     condition: float = float("nan")  # condition number of the objective's curvature at the optimum
     warnings: tuple[str, ...] = ()  # identifiability warnings (also issued as ScalingFitWarning)
-
-    def __getattr__(self, name: str) -> float:
-        params = self.__dict__.get("params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"ScalingFit has no attribute {name!r}; parameters: {sorted(params)}")
 
     def predict(self, n: Sequence[float] | float, d: Sequence[float] | float | None = None) -> np.ndarray:
         """The fitted loss at ``n`` (and ``d`` for the two-variable forms)."""
