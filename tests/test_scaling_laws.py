@@ -183,3 +183,92 @@ def test_quanta_inversion_recovers_the_number_of_learned_tasks():
     p = MultitaskParity(n_tasks=64, alpha=0.5).frequencies()
     for k in (0, 1, 5, 20, 63):
         assert quanta_learned(np.array([np.log(2) * p[k:].sum()]), p)[0] == pytest.approx(k, abs=1e-9)
+
+
+# scaling-collapse -------------------------------------------------------------------------------------------------
+
+def test_power_law_features_have_the_stated_covariance_and_unseen_power():
+    from lmech.systems import PowerLawFeatures
+    from scipy.special import zeta
+
+    config = PowerLawFeatures(features=8, spectrum=1.5, source=1.5, n_train=200000, n_test=10, seed=3)
+    d = config.load()
+    lam = np.arange(1, 9) ** -1.5
+    np.testing.assert_allclose(np.var(d.x_train, axis=0), lam, rtol=0.02)
+    # the best linear predictor on the seen modes is beta and leaves exactly the unseen power sum_{i > 8} i^-1.5
+    coef, *_ = np.linalg.lstsq(d.x_train, d.y_train[:, 0], rcond=None)
+    np.testing.assert_allclose(coef, np.arange(1, 9) ** 0.0, atol=0.03)  # spectrum = source: beta_i = 1
+    residual = np.mean((d.y_train[:, 0] - d.x_train @ coef) ** 2)
+    assert residual == pytest.approx(zeta(1.5) - np.sum(np.arange(1, 9) ** -1.5), rel=0.01)
+    with pytest.raises(ValueError, match="data.source"):
+        PowerLawFeatures(features=4, source=1.0)
+
+
+def test_power_law_features_loss_equals_autograd_descent_on_the_population_loss():
+    """A second algorithm: gradient descent by autograd on L(w) = ((w - beta)^T diag(lambda) (w - beta) + tail) / 2."""
+    import torch
+    from scipy.special import zeta
+    from lmech.theory.collapse import power_law_features_loss
+
+    p, rates = 12, 0.9 * (1 - np.arange(60) / 60)
+    lam = torch.tensor(np.arange(1, p + 1) ** -1.2)
+    beta = torch.tensor(np.arange(1, p + 1) ** ((1.2 - 1.7) / 2))
+    w = torch.zeros(p, dtype=torch.float64, requires_grad=True)
+    direct = []
+    for t in range(61):
+        loss = 0.5 * (((w - beta) ** 2 * lam).sum() + zeta(1.7, p + 1))
+        direct.append(loss.item())
+        if t < 60:
+            (g,) = torch.autograd.grad(loss, w)
+            w = (w - rates[t] * g).detach().requires_grad_(True)
+    theory = power_law_features_loss(p, 1.2, 1.7, rates, np.arange(61))
+    np.testing.assert_allclose(theory, direct, rtol=1e-12)
+
+
+def test_compute_optimal_horizons_match_a_brute_force_frontier_and_the_continuum_exponent():
+    from scipy.special import zeta
+    from lmech.theory.collapse import compute_optimal_horizons
+
+    h = compute_optimal_horizons(1.5, 1.5, lr=0.5, lr_mean=0.5, sizes=(64, 2048))
+    assert h.gamma == pytest.approx(1.5, abs=0.03)  # continuum: t* ~ p^spectrum
+    # one budget by brute force over every integer size: the frontier's size is the minimizer (to its grid spacing)
+    c = h.frontier_sizes[5] * h.frontier_steps[5]
+    sizes = np.arange(16, 2048)
+    lam, power = np.arange(1, 2048) ** -1.5, np.arange(1, 2048) ** -1.5
+    final = [power[:p] @ np.exp(-0.5 * c / p * lam[:p]) + zeta(1.5, p + 1) for p in sizes]
+    assert h.frontier_sizes[5] == pytest.approx(sizes[int(np.argmin(final))], rel=0.05)
+
+
+def test_collapse_statistics_on_an_exact_scaling_form_with_seed_factors():
+    from lmech.theory.collapse import collapse_statistics
+
+    x = np.linspace(0.1, 1, 10)
+    shape = 1 + x ** -0.5
+    factors = np.array([0.9, 1.0, 1.1])  # each seed scales its whole curve
+    loss = np.array([[f * p ** -0.5 * shape for f in factors] for p in (16, 64)])
+    stats = collapse_statistics(loss)
+    np.testing.assert_allclose(stats.curves, np.broadcast_to(shape / shape[-1], loss.shape))
+    np.testing.assert_allclose(stats.deviation, 0, atol=1e-12)  # normalizing removes the seed factor
+    np.testing.assert_allclose(stats.noise_floor, np.std(factors, ddof=1) / factors.mean())
+    tilted = loss.copy()
+    tilted[1] *= (x / x[-1]) ** 0.1  # one size's curve bends away from the other
+    assert collapse_statistics(tilted).deviation[0] > 0.05
+
+
+def test_scaling_collapse_fails_with_a_wrong_horizon_exponent(monkeypatch):
+    """Horizons t ~ p^(gamma + 0.3) (the largest size's unchanged) put each size at a different point of its curve."""
+    from lmech.laws import scaling_collapse as module
+    from lmech.runner import run_experiments
+    from lmech.theory.collapse import Horizons
+
+    law = LAWS["scaling-collapse"]
+    s = law.setting("quick")
+    right = module.horizons(s)
+    top = max(s.sizes)
+    wrong = Horizons(right.gamma + 0.3, right.prefactor * top ** -0.3, right.frontier_sizes, right.frontier_steps)
+    assert wrong.steps(top) == pytest.approx(right.steps(top), abs=1)
+    monkeypatch.setattr(module, "horizons", lambda s: wrong)
+    verdict = law.evaluate(run_experiments(law.experiments("quick")), "quick")
+    assert verdict.status == FAIL
+    (collapse_check,) = [c for c in verdict.checks if c.name.startswith("collapse")]
+    assert not collapse_check.ok and collapse_check.value > 1, collapse_check.value

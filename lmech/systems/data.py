@@ -380,5 +380,58 @@ class MultitaskParity:
                                                        "task_train": task[:n], "task_test": task[n:]})
 
 
+@dataclass(frozen=True)
+class PowerLawFeatures:
+    """Linear regression on the top ``features`` eigen-directions of a power-law covariance: the solvable model of
+    compute-optimal scaling (Maloney, Roberts & Sully 2022, arXiv:2210.16859; Paquette et al. 2024,
+    arXiv:2405.15074; Qiu et al. 2025, arXiv:2507.02119).
+
+    A latent Gaussian ``z`` has independent coordinates of variance ``lambda_i = i^-spectrum`` (``i = 1, 2, ...``) and
+    the target ``y = sum_i beta_i z_i + noise eps`` puts power ``lambda_i beta_i^2 = i^-source`` on mode ``i``. A model
+    of ``features`` parameters sees ``x = (z_1 .. z_features)``; the modes it cannot see enter ``y`` as one Gaussian of
+    variance ``sum_{i > features} i^-source`` (a Hurwitz zeta value, exact in distribution), so every size is the same
+    task. ``info``: ``variances`` (lambda), ``beta`` and ``tail`` (the unseen power)."""
+
+    features: int
+    spectrum: float = 1.5
+    source: float = 1.5
+    noise: float = 0.0
+    n_train: int = 32768
+    n_test: int = 8192
+    seed: int = 0
+    kind: ClassVar[str] = "power_law_features"
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
+        positive_int("data.features", self.features)
+        positive_float("data.spectrum", self.spectrum)
+        positive_float("data.source", self.source)
+        if self.source <= 1:
+            raise ConfigError(f"data.source={self.source!r} must exceed 1 so that the target's power sum_i i^-source "
+                              "is finite")
+        positive_float("data.noise", self.noise, allow_zero=True)
+        _check_split(self.kind, self.n_train, self.n_test)
+
+    def variances(self) -> np.ndarray:
+        return np.arange(1, self.features + 1) ** -self.spectrum
+
+    def tail(self) -> float:
+        """Power of the unseen modes, ``sum_{i > features} i^-source``."""
+        from scipy.special import zeta
+
+        return float(zeta(self.source, self.features + 1))
+
+    def load(self) -> Dataset:
+        rng = np.random.default_rng(self.seed)
+        i = np.arange(1, self.features + 1)
+        lam, beta = self.variances(), i ** ((self.spectrum - self.source) / 2)
+        size = self.n_train + self.n_test
+        x = rng.standard_normal((size, self.features)) * np.sqrt(lam)
+        unseen = np.sqrt(self.tail() + self.noise ** 2) * rng.standard_normal(size)
+        y = (x @ beta + unseen)[:, None]
+        n = self.n_train
+        return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"variances": lam, "beta": beta, "tail": self.tail()})
+
+
 DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic,
-                                      CircleFourier, MultitaskParity)}
+                                      CircleFourier, MultitaskParity, PowerLawFeatures)}

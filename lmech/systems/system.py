@@ -9,13 +9,13 @@ from typing import Any, Union
 
 from ._validate import ConfigError, one_of
 from .architecture import ARCHITECTURES, MLP, DeepLinear, ResidualMLP, Transformer
-from .data import DATASETS, MNIST1D, CircleFourier, MultitaskParity, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear
+from .data import DATASETS, MNIST1D, CircleFourier, MultitaskParity, PowerLawFeatures, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear
 from .learning_rule import LearningRule
 from .task import Task
 
 Architecture = Union[MLP, DeepLinear, ResidualMLP, Transformer]
 Data = Union[WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic, CircleFourier,
-             MultitaskParity]
+             MultitaskParity, PowerLawFeatures]
 
 SCHEMA_VERSION = 1
 

@@ -1,4 +1,6 @@
 """Theory: first-principles predictions, computed blind to any measurement."""
+from .collapse import (Collapse, Horizons, collapse_statistics, compute_optimal_horizons, normalized_curves,
+                       power_law_features_loss)
 from .central_flow import CentralFlowResult, central_flow, moving_average, sharpness_gradient, solve_lcp
 from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
 from .eigenlearning import (EigenlearningResult, SpectralExponents, circle_eigensystem, eigenlearning,
@@ -17,4 +19,5 @@ __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gra
            "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",
            "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning",
            "Extrapolation", "leave_largest_out", "fit_scaling_law", "MultiPowerFit", "fit_loss_curve",
-           "fit_multi_power_law", "multi_power_loss"]
+           "fit_multi_power_law", "multi_power_loss", "Collapse", "Horizons", "collapse_statistics",
+           "compute_optimal_horizons", "normalized_curves", "power_law_features_loss"]
