@@ -272,3 +272,78 @@ def test_scaling_collapse_fails_with_a_wrong_horizon_exponent(monkeypatch):
     assert verdict.status == FAIL
     (collapse_check,) = [c for c in verdict.checks if c.name.startswith("collapse")]
     assert not collapse_check.ok and collapse_check.value > 1, collapse_check.value
+
+
+# kernel-scaling-exponent's lazy network (full scale) ---------------------------------------------------------------
+
+def _network_setting(width=256, n=64, steps=1500):
+    from dataclasses import replace
+
+    return replace(LAWS["kernel-scaling-exponent"].setting("quick"), network=(width, n, steps))
+
+
+def test_network_kernel_row_matches_the_closed_form_ntk_of_its_parameterization():
+    """The one-hidden-layer ReLU network in NTK parameterization with zero biases at init, on the unit circle, has
+    Theta(theta) = g^2 k1(theta) + g^2 k0(theta) (cos theta + 1) + 1 with g^2 = 2 and the arc-cosine kernels
+    k1 = (sin theta + (pi - theta) cos theta) / 2 pi, k0 = (pi - theta) / 2 pi (Cho & Saul 2009): readout weights,
+    hidden weights and biases, output bias."""
+    from lmech.laws import kernel_scaling_exponent as module
+
+    s = _network_setting(width=8192, n=8, steps=10)
+    row = module.network_kernel_row(module._network_system(s, 1.0))
+    theta = 2 * np.pi * np.arange(len(row)) / len(row)
+    theta = np.minimum(theta, 2 * np.pi - theta)
+    k1 = (np.sin(theta) + (np.pi - theta) * np.cos(theta)) / (2 * np.pi)
+    k0 = (np.pi - theta) / (2 * np.pi)
+    closed = 2 * k1 + 2 * k0 * (np.cos(theta) + 1) + 1
+    assert np.abs(row - closed).max() < 0.15  # finite width 8192: ~2% of the diagonal 4
+    assert np.abs(row - (k1 + k0 * (np.cos(theta) + 1) + 1)).max() > 1  # a wrong gain is far off
+
+
+def test_gradient_descent_curve_equals_dense_function_space_descent():
+    """Second algorithm: f <- f - lr (K / M)(f - y) on all M grid points with the dense kernel matrix."""
+    from lmech.laws.kernel_scaling_exponent import _embed, gradient_descent_curve
+
+    m = 64
+    grid = 2 * np.pi * np.arange(m) / m
+    kernel, _ = nngp_ntk(_embed(grid), _embed(grid), depth=1, activation="relu", w_std=2 ** 0.5, b_std=1.0)
+    y = CircleFourier(decay=1.0, harmonics=m // 2 - 1, n_train=1, n_test=0).function(grid)
+    lam, v = circle_eigensystem(kernel[0], y)
+    f, direct = np.zeros(m), []
+    for _ in range(41):
+        direct.append(0.5 * np.mean((f - y) ** 2))
+        f = f - 0.5 * kernel @ (f - y) / m
+    np.testing.assert_allclose(gradient_descent_curve(lam, v, 0.5, np.arange(41)), direct, rtol=1e-9)
+
+
+def test_network_part_passes_its_kernel_curve_and_fails_a_wrong_exponent():
+    """No training: test losses equal to gradient descent on the network's kernel pass; the same curves raised to the
+    power 1.3 (every time exponent 30% steeper) fail the network checks."""
+    from lmech.laws import Runs
+    from lmech.laws import kernel_scaling_exponent as module
+    from lmech.store.result import RunResult
+
+    law = LAWS["kernel-scaling-exponent"]
+    s = _network_setting()
+    grid = 2 * np.pi * np.arange(module._NET_GRID) / module._NET_GRID
+    row = module.network_kernel_row(module._network_system(s, module._SCORED[0]))
+    steps = np.unique(np.r_[0, np.geomspace(1, 1500, 30).astype(int)])
+
+    def runs(power):
+        pairs = []
+        for d in module._SCORED:
+            lam, v = circle_eigensystem(row, CircleFourier(decay=d, harmonics=module._NET_GRID // 2 - 1, n_train=1,
+                                                           n_test=0).function(grid))
+            loss = module.gradient_descent_curve(lam, v, module._NET_LR, steps) ** power
+            pairs.append(({"decay": d}, RunResult(f"net-{d}", module._network_system(s, d), [],
+                                                  [(int(t), "loss/test", float(x)) for t, x in zip(steps, loss)])))
+        return Runs(pairs)
+
+    def network_checks(verdict):
+        return [c for c in verdict.checks if c.headline and c.name.startswith("network")]
+
+    ideal = law.judge(runs(1.0), s)
+    assert len(network_checks(ideal)) == 2 and all(c.ok and c.value < 0.01 for c in network_checks(ideal))
+    assert ideal.status == PASS
+    wrong = law.judge(runs(1.3), s)
+    assert not any(c.ok for c in network_checks(wrong)) and wrong.status == FAIL
