@@ -7,6 +7,7 @@ from .features import agop, matrix_correlation, neural_feature_matrix, nfa_corre
 from .hessian import HessianOperator, hvp
 from .linear_net import end_to_end_map, end_to_end_singular_values
 from .metrics import accuracy, gradient_norm, loss
+from .neural_collapse import NeuralCollapseAccumulator, neural_collapse
 from .noise import NoiseScaleEstimate, gradient_noise_scale, per_example_grads
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .preconditioner import preconditioner_diagonal
@@ -26,6 +27,6 @@ INSTRUMENTS = [
     "hessian_density", "spectral_density", "gradient_noise_scale", "per_example_grads", "empirical_ntk", "ntk_eigenvalues", "kernel_target_alignment", "kernel_distance",
     "readout_kernel", "agop", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "matrix_correlation",
     "representation_change", "balancedness", "neuron_balance", "relative_drift", "end_to_end_map", "end_to_end_singular_values",
-    "coordinate_sizes",
+    "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator",
 ]
 __all__ = INSTRUMENTS + ["Schedule"]

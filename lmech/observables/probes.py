@@ -21,10 +21,11 @@ from .schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
 from .coordinates import coordinate_sizes
-from .features import agop, neural_feature_matrix, nfa_scores, readout_kernel, representation_change
+from .features import _default_layers, _layer_inputs, agop, neural_feature_matrix, nfa_scores, readout_kernel, representation_change
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
+from .neural_collapse import NeuralCollapseAccumulator
 from .noise import gradient_noise_scale
 from .density import hessian_density
 from .trace import hessian_trace
@@ -37,7 +38,7 @@ EVERY_STEP = Schedule(every=1)
 
 __all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Outputs",
            "Kernels", "Parameters", "RepresentationChange", "FeatureAnsatz", "NoiseScale", "HessianTrace",
-           "HessianDensity", "CoordinateSizes", "probe_from_dict", "probe_types"]
+           "HessianDensity", "CoordinateSizes", "NeuralCollapse", "probe_from_dict", "probe_types"]
 
 _REGISTRY: dict[str, type["Probe"]] = {}
 
@@ -310,6 +311,42 @@ class FeatureAnsatz(Probe):
         scores = nfa_scores(state.model, x, layer, init_weight=init, gram=gram)
         return {f"agop/{self.layer}": gram, f"nfa/{self.layer}/nfm": neural_feature_matrix(layer, init),
                 **{f"nfa/{self.layer}/{k}": v for k, v in scores.items()}}
+
+
+@dataclass(frozen=True)
+class NeuralCollapse(Probe):
+    """``nc/1``, ``nc/1_weak``, ``nc/cdnv``, ``nc/2_equinorm_means`` (and ``_weights``), ``nc/2_equiangular_*``,
+    ``nc/2_max_angle_*``, ``nc/3``, ``nc/4``: neural collapse (:func:`~lmech.neural_collapse`) of the readout's input
+    features on the ``split`` set, with the readout's weight as the classifier and the model's own outputs as its
+    decisions (bias and any output multiplier included). Needs labelled data and a ``.layers`` model."""
+
+    split: str = "train"
+    name: ClassVar[str] = "neural_collapse"
+    families: ClassVar[tuple[str, ...]] = ("nc",)
+
+    def __post_init__(self) -> None:
+        one_of("probe.split", self.split, ("train", "test"))
+
+    def measure(self, state: TrainState) -> dict[str, float]:
+        x, y = (state.x_train, state.y_train) if self.split == "train" else (state.x_test, state.y_test)
+        if y.ndim == 1 and not y.is_floating_point():
+            labels = y
+        elif state.labelled and y.ndim == 2:
+            labels = y.argmax(dim=1)  # one-hot targets of MSE on classes
+        else:
+            raise ConfigError("probe neural_collapse needs class labels (integer labels, or one-hot targets of "
+                              "labelled data); these are regression targets")
+        readout = _default_layers(state.model, None, skip_first=False)[0]
+        with torch.no_grad():
+            (h,), logits = _layer_inputs(state.model, x, [readout])
+        acc = NeuralCollapseAccumulator(logits.shape[1], h.reshape(len(h), -1).shape[1])
+        h = h.reshape(len(h), -1)
+        acc.update(h, labels)
+        acc.classify(h, labels, logits)
+        r = acc.result(readout.weight)
+        out = {f"nc/{f.name[2:]}": float(getattr(r, f.name)) for f in dataclasses.fields(r)
+               if f.name.startswith("nc") and getattr(r, f.name) is not None}  # nc1 -> nc/1, nc2_x -> nc/2_x
+        return out | {"nc/cdnv": r.cdnv}
 
 
 @dataclass(frozen=True)
