@@ -4,6 +4,7 @@ from .coordinates import coordinate_sizes
 from .density import SpectralDensity, hessian_density, spectral_density
 from .features import agop, matrix_correlation, neural_feature_matrix, nfa_correlation, nfa_scores, readout_kernel, \
     representation_change
+from .heavy_tails import powerlaw_fit, weight_spectrum
 from .hessian import HessianOperator, hvp
 from .linear_net import end_to_end_map, end_to_end_singular_values
 from .metrics import accuracy, gradient_norm, loss
@@ -27,6 +28,6 @@ INSTRUMENTS = [
     "hessian_density", "spectral_density", "gradient_noise_scale", "per_example_grads", "empirical_ntk", "ntk_eigenvalues", "kernel_target_alignment", "kernel_distance",
     "readout_kernel", "agop", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "matrix_correlation",
     "representation_change", "balancedness", "neuron_balance", "relative_drift", "end_to_end_map", "end_to_end_singular_values",
-    "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator",
+    "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator", "powerlaw_fit", "weight_spectrum",
 ]
 __all__ = INSTRUMENTS + ["Schedule"]
