@@ -16,6 +16,7 @@ from .probes import (Conservation, CoordinateSizes, FeatureAnsatz, GradNorm, Hes
                      Loss, NoiseScale, Outputs, Parameters, Probe, RepresentationChange, Sharpness, SingularValues,
                      WeightChange)
 from .schedule import Schedule
+from .similarity import LinearCKA, cka, kernel_alignment, mutual_knn
 from .sharpness import SharpnessTracker, layer_blocks, sharpness
 from .trace import TraceEstimate, hessian_trace, trace_estimate
 from .weights import weight_change
@@ -29,5 +30,6 @@ INSTRUMENTS = [
     "readout_kernel", "agop", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "matrix_correlation",
     "representation_change", "balancedness", "neuron_balance", "relative_drift", "end_to_end_map", "end_to_end_singular_values",
     "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator", "powerlaw_fit", "weight_spectrum",
+    "cka", "LinearCKA", "kernel_alignment", "mutual_knn",
 ]
 __all__ = INSTRUMENTS + ["Schedule"]
