@@ -133,3 +133,20 @@ def test_ntk_parameterization_matches_sp_function_at_init_and_scales_gradients()
     assert a.series("loss/train")[1][0] == pytest.approx(b.series("loss/train")[1][0], rel=1e-12)
     # NTK: dL/dW = (dL/dW_eff) / sqrt(fan_in), so hidden-layer gradients are sqrt(fan_in) smaller
     assert b.series("grad_norm")[1][0] < a.series("grad_norm")[1][0]
+
+
+def test_weight_decay_gives_the_ridge_solution_and_adamw_decays_decoupled():
+    """GD with L2 weight decay lambda on whitened linear regression (X^T X / n = I) converges to W* / (1 + lambda);
+    AdamW's decoupled decay shrinks a parameter whose gradient is zero by exactly (1 - lr lambda) per step."""
+    from lmech.engine.loop import build_optimizer
+
+    system = System(DeepLinear(depth=1, width=3), WhitenedLinear(d_in=4, d_out=3, singular_values=(3.0, 2.0, 1.0)),
+                    Task("mse"), LearningRule(lr=0.5, steps=300, optimizer="gd", weight_decay=0.25))
+    result = train(system, [SingularValues(schedule=Schedule(every=300))])
+    final = sorted((result.last(f"sv/{i}") for i in range(3)), reverse=True)
+    np.testing.assert_allclose(final, np.array([3.0, 2.0, 1.0]) / 1.25, rtol=1e-6)
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = build_optimizer("adamw", [p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.zeros(3)
+    opt.step()
+    np.testing.assert_allclose(p.detach().numpy(), 1 - 0.1 * 0.5, rtol=1e-7)

@@ -149,3 +149,9 @@ def test_the_probe_records_the_metrics_of_the_readout_features_in_a_users_loop()
     assert result.last("nc/4") == pytest.approx(np.mean(logits.argmax(1).numpy() != nearest), abs=1e-12)
     assert len(result.series("nc/1")[0]) == 4  # after updates 0, 10, 20, 30
     assert result.series("nc/1")[1][-1] < result.series("nc/1")[1][0]  # training separates the classes
+
+
+def test_coinciding_class_means_give_nan_not_an_exception():
+    y = np.repeat(np.arange(3), 4)
+    r = neural_collapse(np.zeros((12, 5)), y, weight=np.ones((3, 5)))  # dead ReLU features
+    assert np.isnan(r.nc1) and np.isnan(r.nc1_weak) and np.isnan(r.nc3) and np.isnan(r.nc2_equinorm_means)

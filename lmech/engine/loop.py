@@ -43,15 +43,19 @@ def run_steps(steps: int, *, measure: Callable[[int], None], compute: Callable[[
 
 
 def build_optimizer(name: str, params: Iterable, *, lr: float, momentum: float = 0.0,
-                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.Optimizer:
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """The torch optimizer of a learning rule: ``gd``/``sgd`` (plain steps), ``momentum`` (heavy ball,
-    ``v = beta v + g; theta -= lr v``) or ``adam``; ``params`` may be parameter groups with their own ``lr``."""
+    ``v = beta v + g; theta -= lr v``), ``adam`` or ``adamw`` (decoupled ``weight_decay``; L2 for the others);
+    ``params`` may be parameter groups with their own ``lr`` and ``weight_decay``."""
     if name in ("gd", "sgd"):
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
     if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     raise ValueError(f"optimizer={name!r} is not supported; allowed values: {', '.join(map(repr, OPTIMIZERS))}")
 
 

@@ -30,6 +30,8 @@ def batch_key(exp) -> str | None:
     """Experiments with equal keys can share one stacked run; ``None`` when the probes need the sequential engine."""
     if not exp.probes or not all(type(p) is Loss for p in exp.probes):
         return None
+    if exp.system.rule.weight_decay or exp.system.rule.optimizer == "adamw":
+        return None  # the stacked optimizers have no weight decay
     system = exp.system.to_dict()
     system["rule"] = {k: v for k, v in system["rule"].items() if k not in ("lr", "seed")}
     system["data"] = {k: v for k, v in system["data"].items() if k != "seed"}

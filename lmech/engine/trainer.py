@@ -110,7 +110,8 @@ def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | 
     if isinstance(arch, Transformer) and base_depth is not None:
         base_depth *= 2  # two residual branches per block
     return parametrize(model, arch.parameterization, base_width=arch.base_width or arch.width,
-                       optimizer="adam" if rule.optimizer == "adam" else "sgd", lr=rule.lr, width=arch.width,
+                       optimizer="adam" if rule.optimizer in ("adam", "adamw") else "sgd", lr=rule.lr,
+                       weight_decay=rule.weight_decay, width=arch.width,
                        gain=gain, seed=rule.seed, base_depth=base_depth,
                        depth_exponent=getattr(arch, "depth_exponent", 0.5),
                        readout_zero_init=getattr(arch, "readout_zero_init", False)).groups
@@ -119,7 +120,8 @@ def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | 
 def optimizer_for(system: System, params) -> torch.optim.Optimizer:
     """The torch optimizer of ``system``'s learning rule over ``params`` (parameters or parameter groups)."""
     rule = system.rule
-    return build_optimizer(rule.optimizer, params, lr=rule.lr, momentum=rule.momentum, betas=rule.betas, eps=rule.eps)
+    return build_optimizer(rule.optimizer, params, lr=rule.lr, momentum=rule.momentum, betas=rule.betas, eps=rule.eps,
+                           weight_decay=rule.weight_decay)
 
 
 def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.device = "cpu",

@@ -46,7 +46,8 @@ def _array(name: str, x: Any, ndim: int) -> np.ndarray:
 class NeuralCollapseMetrics:
     """NC1-NC4 and their variants (see the module docstring for each convention). Fields that need the classifier
     (``*_weights``, ``nc3``, ``nc4``) are ``None`` without it; ``nc4`` also needs the second pass over the
-    features."""
+    features. Metrics that divide by the spread of the class means are NaN when the means coincide (e.g. dead
+    features after a blow-up), never an exception mid-training."""
 
     nc1: float
     nc1_weak: float
@@ -151,15 +152,19 @@ class NeuralCollapseAccumulator:
             raise ValueError(f"class(es) {few.tolist()} have fewer than 2 samples ({self.counts[few].tolist()}); NC "
                              "metrics need every class's mean and spread")
         c, n = self.n_classes, int(self.counts.sum())
+        with np.errstate(divide="ignore", invalid="ignore"):  # coinciding means (dead features): NaN
+            return self._metrics(c, n, weight, bias)
+
+    def _metrics(self, c: int, n: int, weight: Any, bias: Any) -> NeuralCollapseMetrics:
         global_mean = self.counts @ self.means / n
         centred = self.means - global_mean  # rows: mu_c - mu_G
         sigma_w = self.scatter / n
         u, s, _ = np.linalg.svd(centred.T / np.sqrt(c), full_matrices=False)
-        keep = s > _CUTOFF * s[0]
+        keep = (s > _CUTOFF * s[0]) & (s > 0)
         keep[c - 1:] = False  # at most C - 1 directions
         projected = u[:, keep].T @ sigma_w @ u[:, keep] / np.outer(s[keep], s[keep])
-        nc1 = max(0.0, float(np.trace(projected)) / c)  # a sum of squares up to rounding
-        tr_w, tr_b = float(np.trace(sigma_w)), float((centred ** 2).sum() / c)
+        nc1 = max(0.0, float(np.trace(projected)) / c) if keep.any() else float("nan")  # a sum of squares
+        tr_w, tr_b = np.trace(sigma_w), (centred ** 2).sum() / c
         variances = self.class_scatter / self.counts
         i, j = np.triu_indices(c, k=1)
         cdnv = float(np.mean((variances[i] + variances[j]) / (2 * ((self.means[i] - self.means[j]) ** 2).sum(1))))
@@ -172,7 +177,7 @@ class NeuralCollapseAccumulator:
             nc3 = float(((w / np.linalg.norm(w) - centred / np.linalg.norm(centred)) ** 2).sum())
         if self.classified:
             nc4 = self.mismatches / self.classified
-        return NeuralCollapseMetrics(nc1, tr_w / (tr_w + tr_b), cdnv, *means_nc2, *weights_nc2, nc3, nc4, c, n)
+        return NeuralCollapseMetrics(nc1, float(tr_w / (tr_w + tr_b)), cdnv, *means_nc2, *weights_nc2, nc3, nc4, c, n)
 
 
 def neural_collapse(features: Any, labels: Any, weight: Any = None, bias: Any = None, *, n_classes: int | None = None,

@@ -9,7 +9,7 @@ import torch
 
 from ._validate import ConfigError, check_types, in_unit_interval, one_of, positive_float, positive_int
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
+OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 INITS = ("normal", "aligned", "symmetric")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -22,7 +22,12 @@ class LearningRule:
     - ``"gd"``: full-batch gradient descent ``theta -= lr * g``;
     - ``"sgd"``: the same on minibatches of ``batch_size`` drawn without replacement each epoch;
     - ``"momentum"``: heavy ball in PyTorch's convention ``v = momentum v + g; theta -= lr v``;
-    - ``"adam"``: Adam with ``betas`` and ``eps``.
+    - ``"adam"``: Adam with ``betas`` and ``eps``;
+    - ``"adamw"``: Adam with decoupled weight decay ``theta -= lr * weight_decay * theta`` (Loshchilov & Hutter 2019,
+      arXiv:1711.05101).
+
+    ``weight_decay`` is that decoupled decay for ``"adamw"`` and an L2 term ``weight_decay * theta`` added to the
+    gradient for the others (PyTorch's ``weight_decay``).
 
     ``schedule`` multiplies ``lr`` at update ``t`` of ``steps`` (after ``warmup`` updates rising linearly, ``(t + 1) /
     warmup``): ``"constant"`` 1; ``"cosine"`` ``(1 + cos(pi u)) / 2`` and ``"linear"`` ``1 - u`` with ``u`` the
@@ -50,6 +55,7 @@ class LearningRule:
     schedule: str = "constant"
     warmup: int = 0
     decay_fraction: float = 0.2
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         check_types(self, "rule")
@@ -77,6 +83,7 @@ class LearningRule:
         positive_int("rule.warmup", self.warmup, minimum=0)
         if self.warmup and self.warmup >= self.steps:
             raise ConfigError(f"rule.warmup={self.warmup} must be below rule.steps={self.steps}")
+        positive_float("rule.weight_decay", self.weight_decay, allow_zero=True)
         positive_float("rule.decay_fraction", self.decay_fraction)
         if self.decay_fraction > 1:
             raise ConfigError(f"rule.decay_fraction={self.decay_fraction!r} must be in (0, 1]: the fraction of the "
