@@ -6,6 +6,7 @@ from .features import agop, matrix_correlation, neural_feature_matrix, nfa_corre
     representation_change
 from .heavy_tails import powerlaw_fit, weight_spectrum
 from .hessian import HessianOperator, hvp
+from .learning_curves import fourier_sparsity, grokking_times, plateaus, weight_norm
 from .linear_net import end_to_end_map, end_to_end_singular_values
 from .metrics import accuracy, gradient_norm, loss
 from .neural_collapse import NeuralCollapseAccumulator, neural_collapse
@@ -30,6 +31,7 @@ INSTRUMENTS = [
     "readout_kernel", "agop", "neural_feature_matrix", "nfa_correlation", "nfa_scores", "matrix_correlation",
     "representation_change", "balancedness", "neuron_balance", "relative_drift", "end_to_end_map", "end_to_end_singular_values",
     "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator", "powerlaw_fit", "weight_spectrum",
-    "cka", "LinearCKA", "kernel_alignment", "mutual_knn",
+    "cka", "LinearCKA", "kernel_alignment", "mutual_knn", "grokking_times", "fourier_sparsity", "plateaus",
+    "weight_norm",
 ]
 __all__ = INSTRUMENTS + ["Schedule"]
