@@ -87,7 +87,7 @@ def fourier_sparsity(embedding: Any, k: int = 5) -> FourierSparsity:
 
 @dataclass(frozen=True)
 class Plateaus:
-    """A stepwise loss curve: ``escape_steps`` (where each drop is steepest, in order), ``drops`` (each drop's
+    """A stepwise loss curve: ``escape_steps`` (where each drop is half done, in order), ``drops`` (each drop's
     relative size, ``1 - L_after / L_before``) and ``count`` (plateaus = drops + 1 when the curve ends on a
     plateau, the usual reading of saddle-to-saddle curves)."""
 
@@ -99,9 +99,10 @@ class Plateaus:
 def plateaus(steps: Any, loss: Any, *, min_drop: float = 0.2, prominence: float = 0.05) -> Plateaus:
     """Find the drops between plateaus of ``loss`` logged at ``steps``: the peaks of the descent rate ``r = -d log L /
     d step`` (finite differences) after the first interval whose prominence is at least ``prominence`` times the
-    largest rate; each peak's
-    drop runs between the rate minima on either side, and it counts when it takes off at least ``min_drop`` of the
-    loss. The escape step is the peak. Log densely enough to resolve each drop (a few points across it)."""
+    largest rate; each drop runs between the rate minima on either side of its peak (the last one to the end of the
+    log) and counts when it takes off at least ``min_drop`` of the loss. Its escape step is where the loss has come
+    half-way down the drop, ``(L_before + L_after) / 2`` (interpolated): for one saddle mode of a linear network,
+    where ``(s - m)^2 = s^2 / 2``. Log densely enough to resolve each drop (a few points across it)."""
     from scipy.signal import find_peaks
 
     s, l = _curve("steps", steps), _curve("loss", loss)
@@ -110,19 +111,20 @@ def plateaus(steps: Any, loss: Any, *, min_drop: float = 0.2, prominence: float 
     if np.any(l <= 0) or not np.all(np.isfinite(l)) or np.any(np.diff(s) <= 0):
         raise ValueError("loss must be positive and finite, and steps increasing, to find plateaus (a diverged run "
                          "has none)")
-    rate = -np.diff(np.log(l)) / np.diff(s)  # at the interval midpoints
-    middle = 0.5 * (s[1:] + s[:-1])
+    rate = -np.diff(np.log(l)) / np.diff(s)
     # a peak at the first interval has no plateau before it (the curve starts by descending): not a drop between
     # plateaus; one at the last interval is (the log ends mid-drop)
     peaks, _ = find_peaks(np.r_[rate, -np.inf], prominence=prominence * max(rate.max(), 0.0) or None)
     escapes, drops = [], []
     for k, peak in enumerate(peaks):
         lo = peaks[k - 1] + int(np.argmin(rate[peaks[k - 1]:peak + 1])) if k else 0
-        hi = peak + int(np.argmin(rate[peak:peaks[k + 1] + 1])) if k + 1 < len(peaks) else len(rate) - 1
-        drop = 1 - l[hi + 1] / l[lo]
-        if drop >= min_drop:
-            escapes.append(middle[peak])
-            drops.append(drop)
+        hi = peak + int(np.argmin(rate[peak:peaks[k + 1] + 1])) + 1 if k + 1 < len(peaks) else len(l) - 1
+        before, after = l[lo], l[hi]
+        if 1 - after / before >= min_drop:
+            half = 0.5 * (before + after)
+            j = lo + int(np.argmax(l[lo:hi + 1] <= half))  # first logged point at or below half-way
+            escapes.append(s[j - 1] + (l[j - 1] - half) * (s[j] - s[j - 1]) / (l[j - 1] - l[j]))
+            drops.append(1 - after / before)
     return Plateaus(len(drops) + 1, np.array(escapes), np.array(drops))
 
 
