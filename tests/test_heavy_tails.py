@@ -57,6 +57,13 @@ def test_a_gaussian_matrix_is_not_heavy_tailed_and_fills_the_marchenko_pastur_bu
     assert layer.eigenvalues.max() == pytest.approx(layer.mp_edge, rel=0.05)  # lambda_+ = N s^2 (1 + sqrt(M/N))^2
     assert layer.eigenvalues.min() == pytest.approx(1000 * 0.01 * (1 - np.sqrt(0.5)) ** 2, rel=0.1)
     assert layer.shape == (1000, 500) and layer.n_above_edge <= 3
+    square = torch.nn.Linear(256, 256, bias=False)
+    bulks = []
+    for seed in range(8):
+        torch.nn.init.normal_(square.weight, generator=torch.Generator().manual_seed(seed))
+        bulks += weight_spectrum(square)
+    assert min(b.fit.alpha for b in bulks) < 6  # the top of a square Gaussian's bulk can fit a "heavy" power law ...
+    assert all(b.n_above_edge == 0 and b.status == "not heavy-tailed" for b in bulks)  # ... the MP edge overrules
 
 
 def test_too_few_eigenvalues_and_bad_values():
@@ -65,3 +72,22 @@ def test_too_few_eigenvalues_and_bad_values():
         powerlaw_fit(np.r_[np.ones(20), np.nan])
     with pytest.raises(ValueError, match="non-negative"):
         powerlaw_fit(-np.ones(20))
+
+
+def test_the_weight_spectrum_probe_records_each_layers_fit_over_training():
+    """In the engine: the probe's values at the last step equal weight_spectrum on the same weights, and a Gaussian
+    init is not heavy-tailed."""
+    from lmech import MLP, LearningRule, Schedule, System, Task, train
+    from lmech.probes import WeightSpectrum
+    from lmech.systems import Digits
+    from lmech.engine.trainer import initial_state
+
+    system = System(MLP(width=128, depth=2), Digits(n_train=200, n_test=10), Task("cross_entropy"),
+                    LearningRule(lr=1e-3, steps=0, optimizer="adam"))
+    result = train(system, [WeightSpectrum(Schedule(every=1))])
+    layers = weight_spectrum(initial_state(system, "cpu").model)
+    assert [k for k in result.names() if k.endswith("/alpha")] == [f"esd/{i}/alpha" for i in range(3)]
+    for i, layer in enumerate(layers):
+        alpha = result.last(f"esd/{i}/alpha")
+        assert alpha == pytest.approx(layer.fit.alpha, rel=1e-9, nan_ok=True)
+    assert result.last("esd/1/heavy_tailed") == 0.0  # the 128 x 128 hidden layer at a Gaussian init

@@ -180,7 +180,9 @@ class LayerSpectrum:
     its power-law ``fit``, ``alpha_weighted = alpha log10 lambda_max``, ``log_alpha_norm = log10 sum lambda^alpha``,
     and the Marchenko-Pastur bulk edge ``N s^2 (1 + sqrt(M / N))^2`` of an i.i.d. matrix of the same ``N x M`` shape
     (``N >= M``) and entry variance ``s^2`` (Marchenko & Pastur 1967; Martin & Mahoney 2021, arXiv:1810.01075) with
-    the number of eigenvalues above it."""
+    the number of eigenvalues above it. ``status`` is the fit's, except that a spectrum with no eigenvalue past the
+    edge is ``"not heavy-tailed"`` whatever its alpha: the top of a Gaussian matrix's bulk alone can fit a power law
+    with alpha < 6 (a square 256 x 256 Gaussian gives about 3.8)."""
 
     name: str
     shape: tuple[int, int]
@@ -190,6 +192,7 @@ class LayerSpectrum:
     log_alpha_norm: float
     mp_edge: float
     n_above_edge: int
+    status: str
 
 
 def weight_spectrum(model: Any, *, compare: bool = False) -> list[LayerSpectrum]:
@@ -210,5 +213,7 @@ def weight_spectrum(model: Any, *, compare: bool = False) -> list[LayerSpectrum]
         top = float(lam.max())
         weighted = fit.alpha * np.log10(top) if top > 0 else float("nan")
         norm = float(np.log10(np.sum(lam[lam >= FLOOR] ** fit.alpha))) if np.isfinite(fit.alpha) else float("nan")
-        out.append(LayerSpectrum(name, tuple(w.shape), lam, fit, float(weighted), norm, edge, int(np.sum(lam > edge))))
+        above = int(np.sum(lam > edge))
+        status = "not heavy-tailed" if fit.status == "heavy-tailed" and above == 0 else fit.status
+        out.append(LayerSpectrum(name, tuple(w.shape), lam, fit, float(weighted), norm, edge, above, status))
     return out

@@ -25,6 +25,7 @@ from .features import _default_layers, _layer_inputs, agop, neural_feature_matri
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
+from .heavy_tails import weight_spectrum
 from .neural_collapse import NeuralCollapseAccumulator
 from .noise import gradient_noise_scale
 from .density import hessian_density
@@ -38,7 +39,8 @@ EVERY_STEP = Schedule(every=1)
 
 __all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Outputs",
            "Kernels", "Parameters", "RepresentationChange", "FeatureAnsatz", "NoiseScale", "HessianTrace",
-           "HessianDensity", "CoordinateSizes", "NeuralCollapse", "probe_from_dict", "probe_types"]
+           "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "probe_from_dict",
+           "probe_types"]
 
 _REGISTRY: dict[str, type["Probe"]] = {}
 
@@ -347,6 +349,26 @@ class NeuralCollapse(Probe):
         out = {f"nc/{f.name[2:]}": float(getattr(r, f.name)) for f in dataclasses.fields(r)
                if f.name.startswith("nc") and getattr(r, f.name) is not None}  # nc1 -> nc/1, nc2_x -> nc/2_x
         return out | {"nc/cdnv": r.cdnv}
+
+
+@dataclass(frozen=True)
+class WeightSpectrum(Probe):
+    """``esd/<i>/alpha``, ``esd/<i>/alpha_weighted``, ``esd/<i>/heavy_tailed`` (1 or 0, the layer's status) and
+    ``esd/<i>/above_mp`` (the
+    eigenvalues past the Marchenko-Pastur edge) of the ``i``-th 2-D weight matrix, in parameter order
+    (:func:`~lmech.weight_spectrum`: the power-law fit of the eigenvalues of ``W^T W``). A layer with too few
+    eigenvalues records NaN alphas."""
+
+    name: ClassVar[str] = "weight_spectrum"
+    families: ClassVar[tuple[str, ...]] = ("esd",)
+
+    def measure(self, state: TrainState) -> dict[str, float]:
+        out = {}
+        for i, layer in enumerate(weight_spectrum(state.model)):
+            out |= {f"esd/{i}/alpha": layer.fit.alpha, f"esd/{i}/alpha_weighted": layer.alpha_weighted,
+                    f"esd/{i}/heavy_tailed": float(layer.status == "heavy-tailed"),
+                    f"esd/{i}/above_mp": float(layer.n_above_edge)}
+        return out
 
 
 @dataclass(frozen=True)
