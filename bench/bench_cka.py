@@ -4,20 +4,20 @@ hooks two models and evaluates the unbiased HSIC from the n x n Gram matrices, p
 samples here, so both estimate the same quantity; torch-cka works in float32, its own dtype, lmech in float64).
 
 Inputs: X (n x 256) and Y = X A + noise (n x 128), n = 1000 and 4000; torch-cka sees them as the outputs of identity
-linear layers. Same process, 2 threads, best of 5 (torch-cka best of 3). Writes bench/out/cka.json.
+linear layers. Same process, 2 threads, best of 5 clean measurements (torch-cka of 3; `_benchutil.timed`). Writes
+bench/out/cka.json.
 Run: .venv/bin/python bench/bench_cka.py (needs `pip install --no-deps torch-cka==0.21`, the bench extra)
 """
 from __future__ import annotations
 
 import json
-import time
 import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from _benchutil import OUT, machine_facts, wait_quiet
+from _benchutil import OUT, machine_facts, timed, wait_quiet
 from lmech import cka
 
 
@@ -41,15 +41,6 @@ def _torch_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(runner.hsic_matrix[0, 0])
 
 
-def _best(fn, repeats: int) -> tuple[float, float]:
-    times, value = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), value
-
-
 def main() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -58,9 +49,11 @@ def main() -> None:
     for n in (1000, 4000):
         x = rng.standard_normal((n, 256))
         y = x @ rng.standard_normal((256, 128)) / 16 + rng.standard_normal((n, 128))
-        t_lmech, ours = _best(lambda: cka(x, y, debiased=True), 5)
-        t_ref, ref = _best(lambda: _torch_cka(x, y), 3)
-        rows[n] = {"lmech_s": t_lmech, "torch_cka_s": t_ref, "speedup": t_ref / t_lmech, "lmech": ours, "torch_cka": ref}
+        ours, t_lmech = timed(lambda: cka(x, y, debiased=True), 5, label=f"lmech n={n}")
+        ref, t_ref = timed(lambda: _torch_cka(x, y), 3, label=f"torch-cka n={n}")
+        t_lmech, t_ref = t_lmech["best_s"], t_ref["best_s"]
+        rows[n] = {"lmech_s": t_lmech, "torch_cka_s": t_ref, "speedup": t_ref / t_lmech, "lmech": ours,
+                   "torch_cka": ref}
         print(f"n = {n}: lmech {t_lmech * 1e3:.1f} ms, torch-cka {t_ref * 1e3:.1f} ms ({t_ref / t_lmech:.1f}x); "
               f"CKA {ours:.12f} vs {ref:.12f}")
     OUT.mkdir(exist_ok=True)

@@ -4,19 +4,19 @@ Clauset et al. and WeightWatcher) and a plain Python loop over x_min with the sa
 
 Data: the eigenvalues of W^T W for a 2000 x 1000 matrix with Student-t(3) entries (a heavy-tailed layer, 1000
 eigenvalues), and 1000 Pareto(alpha = 2.5) draws. All three run in this process, numpy on 2 threads; each timing is
-the best of 5 (the package's of 3). The fits must agree (alpha, x_min, D). Writes bench/out/powerlaw.json.
+the best of 5 clean measurements (the package's and the loop's of 3; `_benchutil.timed`). The fits must agree
+(alpha, x_min, D). Writes bench/out/powerlaw.json.
 Run: .venv/bin/python bench/bench_powerlaw.py (needs `pip install powerlaw==2.0.0`, the bench extra)
 """
 from __future__ import annotations
 
 import json
-import time
 import warnings
 
 import numpy as np
 import powerlaw
 
-from _benchutil import OUT, machine_facts, wait_quiet
+from _benchutil import OUT, machine_facts, timed, wait_quiet
 from lmech import powerlaw_fit
 
 
@@ -38,15 +38,6 @@ def _package(x: np.ndarray):
         return powerlaw.Fit(x, parameter_ranges={"alpha": [1, None]}, verbose=0)
 
 
-def _best(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
-
-
 def main() -> None:
     rng = np.random.default_rng(0)
     spectra = {"student-t layer 2000x1000": np.linalg.svd(rng.standard_t(3, (2000, 1000)), compute_uv=False) ** 2,
@@ -54,10 +45,11 @@ def main() -> None:
     wait_quiet()
     rows = {}
     for name, x in spectra.items():
-        t_lmech, ours = _best(lambda: powerlaw_fit(x, compare=False), 5)
-        t_full, full = _best(lambda: powerlaw_fit(x), 3)
-        t_pkg, pkg = _best(lambda: _package(x), 3)
-        t_loop, (d, alpha, xmin) = _best(lambda: _loop(x), 3)
+        ours, t_lmech = timed(lambda: powerlaw_fit(x, compare=False), 5, label=f"lmech {name}")
+        _, t_full = timed(lambda: powerlaw_fit(x), 3, label=f"lmech with comparisons {name}")
+        pkg, t_pkg = timed(lambda: _package(x), 3, label=f"powerlaw {name}")
+        (d, alpha, xmin), t_loop = timed(lambda: _loop(x), 3, label=f"loop {name}")
+        t_lmech, t_full, t_pkg, t_loop = (t["best_s"] for t in (t_lmech, t_full, t_pkg, t_loop))
         rows[name] = {"lmech_s": t_lmech, "lmech_with_comparisons_s": t_full, "powerlaw_pkg_s": t_pkg,
                       "loop_s": t_loop, "speedup_vs_pkg": t_pkg / t_lmech, "speedup_vs_loop": t_loop / t_lmech,
                       "alpha": [ours.alpha, pkg.power_law.alpha, alpha], "xmin": [ours.xmin, pkg.xmin, xmin],

@@ -300,9 +300,10 @@ def test_network_kernel_row_matches_the_closed_form_ntk_of_its_parameterization(
     assert np.abs(row - (k1 + k0 * (np.cos(theta) + 1) + 1)).max() > 1  # a wrong gain is far off
 
 
-def test_gradient_descent_curve_equals_dense_function_space_descent():
+def test_eigenmode_descent_loss_equals_dense_function_space_descent():
     """Second algorithm: f <- f - lr (K / M)(f - y) on all M grid points with the dense kernel matrix."""
-    from lmech.laws.kernel_scaling_exponent import _embed, gradient_descent_curve
+    from lmech.laws.kernel_scaling_exponent import _embed
+    from lmech.theory import eigenmode_descent_loss
 
     m = 64
     grid = 2 * np.pi * np.arange(m) / m
@@ -313,7 +314,8 @@ def test_gradient_descent_curve_equals_dense_function_space_descent():
     for _ in range(41):
         direct.append(0.5 * np.mean((f - y) ** 2))
         f = f - 0.5 * kernel @ (f - y) / m
-    np.testing.assert_allclose(gradient_descent_curve(lam, v, 0.5, np.arange(41)), direct, rtol=1e-9)
+    np.testing.assert_allclose(eigenmode_descent_loss(lam, v ** 2, np.full(40, 0.5), np.arange(41)), direct,
+                               rtol=1e-9)
 
 
 def test_network_part_passes_its_kernel_curve_and_fails_a_wrong_exponent():
@@ -322,6 +324,7 @@ def test_network_part_passes_its_kernel_curve_and_fails_a_wrong_exponent():
     from lmech.laws import Runs
     from lmech.laws import kernel_scaling_exponent as module
     from lmech.store.result import RunResult
+    from lmech.theory import eigenmode_descent_loss
 
     law = LAWS["kernel-scaling-exponent"]
     s = _network_setting()
@@ -334,7 +337,7 @@ def test_network_part_passes_its_kernel_curve_and_fails_a_wrong_exponent():
         for d in module._SCORED:
             lam, v = circle_eigensystem(row, CircleFourier(decay=d, harmonics=module._NET_GRID // 2 - 1, n_train=1,
                                                            n_test=0).function(grid))
-            loss = module.gradient_descent_curve(lam, v, module._NET_LR, steps) ** power
+            loss = eigenmode_descent_loss(lam, v ** 2, np.full(1500, module._NET_LR), steps) ** power
             pairs.append(({"decay": d}, RunResult(f"net-{d}", module._network_system(s, d), [],
                                                   [(int(t), "loss/test", float(x)) for t, x in zip(steps, loss)])))
         return Runs(pairs)

@@ -14,6 +14,7 @@ from ..observables.schedule import Schedule
 from ..systems import MLP, CircleFourier, LearningRule, System, Task
 from ..theory.eigenlearning import SpectralExponents, circle_eigensystem, eigenlearning, spectral_exponents
 from ..theory.kernels import nngp_ntk
+from ..theory.linearized import eigenmode_descent_loss
 from .base import Law, loglog_slope, power_law
 from .registry import register
 
@@ -77,12 +78,6 @@ def network_kernel_row(system: System) -> np.ndarray:
     kernel = empirical_ntk(model, torch.tensor(_embed(grid))).detach().numpy()
     shift = (np.arange(_NET_GRID)[None, :] - np.arange(_NET_GRID)[:, None]) % _NET_GRID
     return np.bincount(shift.ravel(), kernel.ravel()) / _NET_GRID
-
-
-def gradient_descent_curve(lam: np.ndarray, coeffs: np.ndarray, lr: float, steps: np.ndarray) -> np.ndarray:
-    """Population half-MSE of gradient descent in the kernel's eigenbasis, ``sum_i v_i^2 (1 - lr lam_i)^(2t) / 2``
-    (the infinite-data limit of a lazy network), whose tail falls as ``t^-(r - 1)/rho``."""
-    return 0.5 * ((1 - lr * lam[None, :]) ** (2 * np.asarray(steps, float)[:, None]) * coeffs[None, :] ** 2).sum(axis=1)
 
 
 def predicted_exponent(spectral: SpectralExponents) -> float:
@@ -273,7 +268,7 @@ class KernelScalingExponent(Law):
             lam, v = circle_eigensystem(row, CircleFourier(decay=d, harmonics=_NET_GRID // 2 - 1, n_train=1,
                                                            n_test=0).function(grid))
             unseen = 0.25 * np.sum(np.arange(_NET_GRID // 2, s.grid // 2) ** (-2.0 * d))  # past the kernel grid
-            theory = gradient_descent_curve(lam, v, _NET_LR, steps) + unseen
+            theory = eigenmode_descent_loss(lam, v ** 2, np.full(total, _NET_LR), steps) + unseen
             window = steps >= total / _NET_FROM
             measured, predicted = -loglog_slope(steps[window], loss[window]), -loglog_slope(steps[window],
                                                                                             theory[window])

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from scipy import integrate, optimize, special, stats
 
+from ._arrays import as_array
+
 MIN_EIGENVALUES = 10  # fewer eigenvalues (above the floor) give status "too few eigenvalues"
 FLOOR = 1e-5  # eigenvalues below this are dropped (numerically zero; WeightWatcher's convention)
 HEAVY_TAIL_MAX_ALPHA = 6.0  # alpha above this: "not heavy-tailed" (Martin & Mahoney's under-trained band)
@@ -52,11 +54,7 @@ class PowerLawFit:
 
 
 def _values(name: str, x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    out = np.asarray(x, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} holds NaN or inf values; fit a finite spectrum")
+    out = as_array(name, x, dtype=np.float64).ravel()
     if np.any(out < 0):
         raise ValueError(f"{name} must be non-negative (eigenvalues of W^T W, or magnitudes); got min {out.min():g}")
     return out

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import as_array
+
 
 def _curve(name: str, values: Any) -> np.ndarray:
-    out = np.asarray(values, dtype=np.float64).ravel()
+    out = np.asarray(values, dtype=np.float64).ravel()  # NaN allowed: plateaus() names it; accuracies may hold it
     if out.size == 0:
         raise ValueError(f"{name} is empty")
     return out
@@ -69,10 +71,8 @@ class FourierSparsity:
 
 def fourier_sparsity(embedding: Any, k: int = 5) -> FourierSparsity:
     """Fourier power of a ``p x d`` embedding of the residues ``0 .. p - 1`` (rows in residue order)."""
-    if hasattr(embedding, "detach"):
-        embedding = embedding.detach().cpu().numpy()
-    e = np.asarray(embedding, dtype=np.float64)
-    if e.ndim != 2 or len(e) < 3:
+    e = as_array("embedding", embedding, 2, np.float64)
+    if len(e) < 3:
         raise ValueError(f"embedding must be (residues p >= 3, dimensions); got shape {e.shape}")
     p = len(e)
     spectrum = np.abs(np.fft.rfft(e, axis=0)) ** 2  # (p // 2 + 1, d)

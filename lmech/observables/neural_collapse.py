@@ -28,18 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import as_array
+
 _CUTOFF = 1e-8  # singular values of M / sqrt(C) below this fraction of the largest are dropped (rank <= C - 1)
-
-
-def _array(name: str, x: Any, ndim: int) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    out = np.asarray(x)
-    if out.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s); got shape {out.shape}")
-    if out.dtype.kind in "fc" and not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} holds NaN or inf values; measure a finite model (check the run did not diverge)")
-    return out
 
 
 @dataclass(frozen=True)
@@ -65,10 +56,10 @@ class NeuralCollapseMetrics:
 
 
 def _classifier(weight: Any, bias: Any, n_classes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    w = _array("weight", weight, 2).astype(np.float64)
+    w = as_array("weight", weight, 2, np.float64)
     if w.shape != (n_classes, dim):
         raise ValueError(f"weight must be (n_classes, dim) = {(n_classes, dim)}; got {w.shape}")
-    b = np.zeros(n_classes) if bias is None else _array("bias", bias, 1).astype(np.float64)
+    b = np.zeros(n_classes) if bias is None else as_array("bias", bias, 1, np.float64)
     if b.shape != (n_classes,):
         raise ValueError(f"bias must have n_classes = {n_classes} entries; got {b.shape}")
     return w, b
@@ -101,13 +92,16 @@ class NeuralCollapseAccumulator:
         self.scatter = np.zeros((self.dim, self.dim))  # sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T
         self.mismatches, self.classified = 0, 0
 
-    def _check(self, features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-        h = _array("features", features, 2).astype(np.float64, copy=False)
-        y = _array("labels", labels, 1)
-        if len(h) != len(y):
-            raise ValueError(f"features and labels have different lengths: {len(h)} and {len(y)}")
+    def _features(self, features: Any) -> np.ndarray:
+        h = as_array("features", features, 2, np.float64)
         if h.shape[1] != self.dim:
             raise ValueError(f"features have dimension {h.shape[1]}; the accumulator was made for {self.dim}")
+        return h
+
+    def _check(self, features: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        h, y = self._features(features), as_array("labels", labels, 1)
+        if len(h) != len(y):
+            raise ValueError(f"features and labels have different lengths: {len(h)} and {len(y)}")
         if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() >= self.n_classes)):
             raise ValueError(f"labels must be integers in [0, {self.n_classes}); got dtype {y.dtype}, range "
                              f"{(y.min(), y.max()) if len(y) else 'empty'}")
@@ -132,12 +126,11 @@ class NeuralCollapseAccumulator:
             self.means[c] += delta * size / (n_a + size)
             self.counts[c] = n_a + size
 
-    def classify(self, features: Any, labels: Any, logits: Any) -> None:
+    def classify(self, features: Any, logits: Any) -> None:
         """Second pass (after every :meth:`update`): count the samples whose classifier decision ``argmax logits``
         (``logits = h W^T + b``, or a model's own outputs, which include any output multiplier) differs from the
         nearest class mean."""
-        h, _ = self._check(features, labels)
-        z = _array("logits", logits, 2)
+        h, z = self._features(features), as_array("logits", logits, 2)
         if z.shape != (len(h), self.n_classes):
             raise ValueError(f"logits must be (samples, n_classes) = {(len(h), self.n_classes)}; got {z.shape}")
         distances = (h ** 2).sum(1)[:, None] - 2 * h @ self.means.T + (self.means ** 2).sum(1)[None, :]
@@ -186,8 +179,8 @@ def neural_collapse(features: Any, labels: Any, weight: Any = None, bias: Any = 
     ``weight`` (C x d) and ``bias`` (C) when given (Papyan, Han & Donoho 2020; conventions in the module docstring).
     ``n_classes`` defaults to ``max(labels) + 1``. Streams over ``chunk_size`` rows at a time (two passes when NC4 is
     asked for), in float64."""
-    h = _array("features", features, 2)
-    y = _array("labels", labels, 1)
+    h = as_array("features", features, 2)
+    y = as_array("labels", labels, 1)
     if len(h) != len(y):
         raise ValueError(f"features and labels have different lengths: {len(h)} and {len(y)}")
     if y.dtype.kind not in "iu" or len(y) == 0:
@@ -199,5 +192,5 @@ def neural_collapse(features: Any, labels: Any, weight: Any = None, bias: Any = 
     if weight is not None:
         w, b = _classifier(weight, bias, acc.n_classes, acc.dim)
         for part in chunks:
-            acc.classify(h[part], y[part], np.asarray(h[part], np.float64) @ w.T + b)
+            acc.classify(h[part], np.asarray(h[part], np.float64) @ w.T + b)
     return acc.result(weight, bias)

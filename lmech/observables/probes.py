@@ -21,7 +21,8 @@ from .schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
 from .coordinates import coordinate_sizes
-from .features import _default_layers, _layer_inputs, agop, neural_feature_matrix, nfa_scores, readout_kernel, representation_change
+from .features import (_default_layers, _layer_inputs, agop, neural_feature_matrix, nfa_scores, readout_kernel,
+                       representation_change)
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
@@ -341,10 +342,10 @@ class NeuralCollapse(Probe):
         readout = _default_layers(state.model, None, skip_first=False)[0]
         with torch.no_grad():
             (h,), logits = _layer_inputs(state.model, x, [readout])
-        acc = NeuralCollapseAccumulator(logits.shape[1], h.reshape(len(h), -1).shape[1])
         h = h.reshape(len(h), -1)
+        acc = NeuralCollapseAccumulator(logits.shape[1], h.shape[1])
         acc.update(h, labels)
-        acc.classify(h, labels, logits)
+        acc.classify(h, logits)
         r = acc.result(readout.weight)
         out = {f"nc/{f.name[2:]}": float(getattr(r, f.name)) for f in dataclasses.fields(r)
                if f.name.startswith("nc") and getattr(r, f.name) is not None}  # nc1 -> nc/1, nc2_x -> nc/2_x
@@ -354,10 +355,9 @@ class NeuralCollapse(Probe):
 @dataclass(frozen=True)
 class WeightSpectrum(Probe):
     """``esd/<i>/alpha``, ``esd/<i>/alpha_weighted``, ``esd/<i>/heavy_tailed`` (1 or 0, the layer's status) and
-    ``esd/<i>/above_mp`` (the
-    eigenvalues past the Marchenko-Pastur edge) of the ``i``-th 2-D weight matrix, in parameter order
-    (:func:`~lmech.weight_spectrum`: the power-law fit of the eigenvalues of ``W^T W``). A layer with too few
-    eigenvalues records NaN alphas."""
+    ``esd/<i>/above_mp`` (the eigenvalues past the Marchenko-Pastur edge) of the ``i``-th 2-D weight matrix, in
+    parameter order (:func:`~lmech.weight_spectrum`: the power-law fit of the eigenvalues of ``W^T W``). A layer with
+    too few eigenvalues records NaN alphas."""
 
     name: ClassVar[str] = "weight_spectrum"
     families: ClassVar[tuple[str, ...]] = ("esd",)

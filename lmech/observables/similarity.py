@@ -24,22 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from ._arrays import as_array
 
-def _matrix(name: str, x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    out = np.asarray(x, dtype=np.float64)
-    if out.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (samples x features) array; got shape {out.shape}")
-    if not np.all(np.isfinite(out)):
-        raise ValueError(f"{name} holds NaN or inf values; compare finite representations")
-    return out
+
+def _rows(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two (samples x features) float64 matrices of the same samples."""
+    x, y = as_array("X", x, 2, np.float64), as_array("Y", y, 2, np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"X and Y must hold the same inputs in the same order; got {len(x)} and {len(y)} rows")
+    return x, y
 
 
 def _pair(x: Any, y: Any, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _matrix("X", x), _matrix("Y", y)
-    if len(x) != len(y):
-        raise ValueError(f"X and Y must hold the same inputs in the same order; got {len(x)} and {len(y)} rows")
+    x, y = _rows(x, y)
     if len(x) < (4 if debiased else 2):
         raise ValueError(f"{len(x)} samples: the {'debiased' if debiased else 'biased'} CKA needs at least "
                          f"{4 if debiased else 2}")
@@ -75,9 +72,7 @@ class LinearCKA:
         self._sums: dict[str, Any] = {}
 
     def update(self, x: Any, y: Any) -> None:
-        x, y = _matrix("X", x), _matrix("Y", y)
-        if len(x) != len(y):
-            raise ValueError(f"X and Y must hold the same inputs in the same order; got {len(x)} and {len(y)} rows")
+        x, y = _rows(x, y)
         nx, ny = (x ** 2).sum(1), (y ** 2).sum(1)
         terms = {"xy": x.T @ y, "xx": x.T @ x, "yy": y.T @ y, "sx": x.sum(0), "sy": y.sum(0),
                  "x_ny": x.T @ ny, "y_nx": y.T @ nx, "x_nx": x.T @ nx, "y_ny": y.T @ ny,
@@ -133,7 +128,7 @@ def cka(x: Any, y: Any, *, debiased: bool = False, kernel: str = "linear", sigma
 
 def kernel_alignment(k1: Any, k2: Any, *, centered: bool = False) -> float:
     """``<K1, K2>_F / (||K1||_F ||K2||_F)`` of two ``n x n`` kernel matrices (``centered``: of ``H K H``)."""
-    a, b = _matrix("K1", k1), _matrix("K2", k2)
+    a, b = as_array("K1", k1, 2, np.float64), as_array("K2", k2, 2, np.float64)
     if a.shape != b.shape or a.shape[0] != a.shape[1]:
         raise ValueError(f"K1 and K2 must be square and of one shape; got {a.shape} and {b.shape}")
     if centered:

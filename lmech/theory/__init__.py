@@ -6,14 +6,14 @@ from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
 from .eigenlearning import (EigenlearningResult, SpectralExponents, circle_eigensystem, eigenlearning,
                            eigenlearning_from_kernel, kernel_eigensystem, solve_kappa, spectral_exponents)
 from .kernels import nngp_ntk
-from .linearized import kernel_regression, linearized_gd
+from .linearized import eigenmode_descent_loss, kernel_regression, linearized_gd
 from .loss_curves import MultiPowerFit, fit_loss_curve, fit_multi_power_law, multi_power_loss
 from .parameterization import BranchScaling, LayerScaling, branch_scaling, layer_scaling
 from .scaling import Extrapolation, ScalingFit, ScalingFitWarning, fit_scaling_law, leave_largest_out
 from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stability_threshold
 
 __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gradient", "solve_lcp",
-           "nngp_ntk", "kernel_regression", "linearized_gd", "EigenlearningResult", "eigenlearning",
+           "nngp_ntk", "kernel_regression", "linearized_gd", "eigenmode_descent_loss", "EigenlearningResult", "eigenlearning",
            "eigenlearning_from_kernel", "kernel_eigensystem", "solve_kappa", "SpectralExponents", "circle_eigensystem",
            "spectral_exponents", "learning_time", "mode_ode",
            "mode_trajectory", "saxe_mode", "adam_threshold", "gd_threshold", "heavy_ball_threshold",

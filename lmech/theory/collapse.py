@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import zeta
 
+from .linearized import eigenmode_descent_loss
+
 
 def normalized_curves(loss: np.ndarray, irreducible: float = 0.0) -> np.ndarray:
     """``(L - L_hat) / (L_end - L_hat)`` along the last axis (losses at fractions ``x`` of each run's horizon, the
@@ -64,9 +66,8 @@ def power_law_features_loss(features: int, spectrum: float, source: float, learn
     ``at`` (``learning_rates[t - 1]`` the rate of step ``t``): mode ``i`` keeps the fraction ``prod_{s < t} (1 -
     eta_s lambda_i)^2`` of its power ``i^-source``; the unseen modes and the noise stay."""
     lam = np.arange(1, features + 1) ** -float(spectrum)
-    log_step = 2 * np.log(np.abs(1 - np.outer(np.asarray(learning_rates, float), lam)))  # (steps, modes)
-    kept = np.exp(np.vstack([np.zeros(features), np.cumsum(log_step, axis=0)])[np.asarray(at, int)])
-    return 0.5 * (kept @ _powers(features, source) + zeta(source, features + 1) + noise ** 2)
+    seen = eigenmode_descent_loss(lam, _powers(features, source), learning_rates, at)
+    return seen + 0.5 * (zeta(source, features + 1) + noise ** 2)
 
 
 @dataclass(frozen=True)

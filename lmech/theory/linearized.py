@@ -184,3 +184,15 @@ def kernel_regression(k_train: np.ndarray, y_train: np.ndarray, k_test_train: np
     g0, test_shape = (np.zeros((m, k)), (m,) + shape[1:]) if f0_test is None else _outputs("f0_test", f0_test, m, k)
     cross = _cross_kernel("k_test_train", k_test_train, m, n, k, shared)
     return fit, (_as_columns(g0, shared) + cross @ coef).reshape(test_shape)
+
+
+def eigenmode_descent_loss(eigenvalues, powers, learning_rates, at) -> np.ndarray:
+    """Half squared error of gradient descent from zero in a kernel's (or covariance's) eigenbasis at steps ``at``:
+    ``sum_i powers_i prod_{s < t} (1 - eta_s lambda_i)^2 / 2``, with ``learning_rates[t - 1]`` the rate of step ``t``
+    (the population limit of a linear model or a lazy network; Saxe et al. 2014, Bordelon & Pehlevan 2022,
+    arXiv:2202.02678). Products in log space, one cumulative sum over the steps."""
+    lam = np.asarray(eigenvalues, float)
+    with np.errstate(divide="ignore"):  # a mode with eta lambda = 1 is learned in one step: log 0 -> kept 0
+        log_step = 2 * np.log(np.abs(1 - np.outer(np.asarray(learning_rates, float), lam)))  # (steps, modes)
+    kept = np.exp(np.vstack([np.zeros(len(lam)), np.cumsum(log_step, axis=0)])[np.asarray(at, int)])
+    return 0.5 * kept @ np.asarray(powers, float)
