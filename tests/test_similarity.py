@@ -78,7 +78,20 @@ def test_rbf_cka_and_mutual_knn():
     assert chance < 0.35  # ~k/(n-1) = 0.13 expected by chance
 
 
+def test_precomputed_grams_give_the_feature_space_values():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 90))  # p > n: the Gram-space path of the features too
+    y = np.tanh(x[:, :40] @ rng.standard_normal((40, 30))) + 0.3 * rng.standard_normal((60, 30))
+    for debiased in (False, True):
+        assert cka(x @ x.T, y @ y.T, kernel="precomputed", debiased=debiased) == pytest.approx(
+            cka(x, y, debiased=debiased), rel=1e-10)
+    assert mutual_knn(x @ x.T, y @ y.T, k=7, kernel="precomputed") == mutual_knn(x, y, k=7)
+
+
 @pytest.mark.parametrize("call, message", [
+    (lambda: cka(np.eye(5), np.eye(4), kernel="precomputed"), "square Gram matrices of one shape"),
+    (lambda: cka(np.eye(3), np.eye(3), kernel="precomputed", debiased=True), "at least 4"),
+    (lambda: mutual_knn(np.eye(5), np.eye(5), kernel="rbf"), "kernel="),
     (lambda: cka(np.ones((5, 2)), np.ones((4, 2))), "same inputs"),
     (lambda: cka(np.ones((3, 2)), np.ones((3, 2)), debiased=True), "at least 4"),
     (lambda: cka(np.full((5, 2), np.nan), np.ones((5, 2))), "NaN or inf"),

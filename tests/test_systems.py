@@ -146,3 +146,22 @@ def test_symmetric_init_starts_at_zero_output_and_keeps_weight_statistics():
     torch.testing.assert_close(sym.layers[1].weight[20:], sym.layers[1].weight[:20])
     with pytest.raises(ValueError, match="even architecture.width"):
         build_model(MLP(width=7), data, init="symmetric", init_scale=1.0, seed=0, dtype=torch.float64)
+
+
+def test_modular_arithmetic_one_hot_encodes_both_residues_for_an_mlp():
+    from lmech import ModularArithmetic, Transformer
+
+    data = ModularArithmetic(p=7, n_train=30, n_test=19, encoding="one_hot")
+    d, tokens = data.load(), ModularArithmetic(p=7, n_train=30, n_test=19).load()
+    assert d.x_train.shape == (30, 14) and np.all(d.x_train.sum(1) == 2)
+    a, b = d.x_train[:, :7].argmax(1), d.x_train[:, 7:].argmax(1)
+    np.testing.assert_array_equal(np.stack([a, b], 1), tokens.x_train)  # the same seeded split
+    np.testing.assert_array_equal(d.y_train, (a + b) % 7)
+    System(MLP(width=8), data, Task("cross_entropy"), LearningRule(lr=0.1, steps=1))
+    with pytest.raises(ConfigError, match="encoding='one_hot'"):
+        System(MLP(width=8), ModularArithmetic(p=7, n_train=30, n_test=19), Task("cross_entropy"),
+               LearningRule(lr=0.1, steps=1))
+    with pytest.raises(ConfigError, match="encoding 'tokens'"):
+        System(Transformer(width=8, depth=1, heads=2, base_width=8), data, Task("cross_entropy"), LearningRule(lr=0.1, steps=1))
+    with pytest.raises(ConfigError, match="data.encoding"):
+        ModularArithmetic(p=7, n_train=30, n_test=19, encoding="binary")

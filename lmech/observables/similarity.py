@@ -111,18 +111,32 @@ def _rbf(x: np.ndarray, scale: float) -> np.ndarray:
     return np.exp(-d2 / (2 * sigma ** 2)) if sigma > 0 else np.ones_like(d2)
 
 
+def _grams(k: Any, l: Any, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Two precomputed ``n x n`` Gram matrices of the same inputs."""
+    k, l = as_array("K", k, 2, np.float64), as_array("L", l, 2, np.float64)
+    if k.shape != l.shape or k.shape[0] != k.shape[1]:
+        raise ValueError(f"kernel='precomputed' takes two square Gram matrices of one shape; got {k.shape} and "
+                         f"{l.shape}")
+    _pair(k[:, :1], l[:, :1], debiased)  # the sample-count rule of the estimator
+    return k, l
+
+
 def cka(x: Any, y: Any, *, debiased: bool = False, kernel: str = "linear", sigma_scale: float = 1.0) -> float:
     """Centred kernel alignment of ``X`` and ``Y`` (module docstring: estimators and conventions); ``kernel`` is
-    ``"linear"`` or ``"rbf"``."""
-    if kernel not in ("linear", "rbf"):
-        raise ValueError(f"kernel={kernel!r}: use 'linear' or 'rbf'")
-    x, y = _pair(x, y, debiased)
-    n, p1, p2 = len(x), x.shape[1], y.shape[1]
-    if kernel == "linear" and p1 * p2 <= n * (p1 + p2):
-        acc = LinearCKA()
-        acc.update(x, y)
-        return acc.value(debiased)
-    k, l = (x @ x.T, y @ y.T) if kernel == "linear" else (_rbf(x, sigma_scale), _rbf(y, sigma_scale))
+    ``"linear"``, ``"rbf"`` or ``"precomputed"`` (``X`` and ``Y`` are then the ``n x n`` Gram matrices ``K`` and
+    ``L`` themselves, as in scikit-learn; e.g. two networks' readout kernels)."""
+    if kernel not in ("linear", "rbf", "precomputed"):
+        raise ValueError(f"kernel={kernel!r}: use 'linear', 'rbf' or 'precomputed'")
+    if kernel == "precomputed":
+        k, l = _grams(x, y, debiased)
+    else:
+        x, y = _pair(x, y, debiased)
+        n, p1, p2 = len(x), x.shape[1], y.shape[1]
+        if kernel == "linear" and p1 * p2 <= n * (p1 + p2):
+            acc = LinearCKA()
+            acc.update(x, y)
+            return acc.value(debiased)
+        k, l = (x @ x.T, y @ y.T) if kernel == "linear" else (_rbf(x, sigma_scale), _rbf(y, sigma_scale))
     return _ratio(_hsic_from_grams(k, l, debiased), _hsic_from_grams(k, k, debiased), _hsic_from_grams(l, l, debiased))
 
 
@@ -136,16 +150,24 @@ def kernel_alignment(k1: Any, k2: Any, *, centered: bool = False) -> float:
     return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def mutual_knn(x: Any, y: Any, k: int = 10) -> float:
+def mutual_knn(x: Any, y: Any, k: int = 10, *, kernel: str = "linear") -> float:
     """Mutual k-nearest-neighbour alignment (Huh et al. 2024): the mean over samples of the fraction of its ``k``
-    nearest neighbours (inner product of L2-normalized rows, itself excluded) shared by the two spaces."""
-    x, y = _pair(x, y, False)
+    nearest neighbours (inner product of L2-normalized rows, itself excluded) shared by the two spaces. With
+    ``kernel="precomputed"``, ``X`` and ``Y`` are Gram matrices and the normalized inner products are
+    ``K_ij / sqrt(K_ii K_jj)``."""
+    if kernel not in ("linear", "precomputed"):
+        raise ValueError(f"kernel={kernel!r}: use 'linear' or 'precomputed'")
+    x, y = _grams(x, y, False) if kernel == "precomputed" else _pair(x, y, False)
     if not 1 <= k < len(x):
         raise ValueError(f"k={k} must be between 1 and the number of samples - 1 = {len(x) - 1}")
 
     def neighbours(m: np.ndarray) -> np.ndarray:
-        unit = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), np.finfo(float).tiny)
-        sim = unit @ unit.T
+        if kernel == "precomputed":
+            norms = np.sqrt(np.maximum(np.diag(m), np.finfo(float).tiny))
+            sim = m / norms[:, None] / norms[None, :]
+        else:
+            unit = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), np.finfo(float).tiny)
+            sim = unit @ unit.T
         np.fill_diagonal(sim, -np.inf)
         return np.argpartition(-sim, k - 1, axis=1)[:, :k]
 

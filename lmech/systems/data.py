@@ -255,26 +255,36 @@ class MultiIndex:
 
 @dataclass(frozen=True)
 class ModularArithmetic:
-    """All pairs ``(a, b)`` of residues mod ``p`` as two-token sequences, labelled ``(a + b) mod p`` (or ``a * b``,
-    ``a - b``): the algorithmic task of grokking studies (Power et al. 2022, arXiv:2201.02177), a seeded split of the
-    ``p^2`` pairs. Inputs are integer token ids (vocabulary ``p``, in ``info["vocab"]``) for a sequence model."""
+    """All pairs ``(a, b)`` of residues mod ``p`` labelled ``(a + b) mod p`` (or ``a * b``, ``a - b``): the algorithmic
+    task of grokking studies (Power et al. 2022, arXiv:2201.02177), a seeded split of the ``p^2`` pairs.
+
+    ``encoding="tokens"``: two integer token ids per example (vocabulary ``p``, in ``info["vocab"]``) for a sequence
+    model; ``"one_hot"``: the ``2p``-dimensional concatenation ``onehot(a) + onehot(b)`` for an MLP (the setting of
+    Liu et al. 2023, arXiv:2210.01117, and Gromov 2023, arXiv:2301.02679)."""
 
     p: int = 97
     operation: str = "add"
     n_train: int = 3000
     n_test: int = 1000
     seed: int = 0
+    encoding: str = "tokens"
     kind: ClassVar[str] = "modular_arithmetic"
 
     def __post_init__(self) -> None:
         check_types(self, "data")
         positive_int("data.p", self.p, minimum=2)
         one_of("data.operation", self.operation, ("add", "subtract", "multiply"))
+        one_of("data.encoding", self.encoding, ("tokens", "one_hot"))
         _check_split(self.kind, self.n_train, self.n_test, available=self.p ** 2)
 
     def load(self) -> Dataset:
         a, b = (v.ravel() for v in np.meshgrid(np.arange(self.p), np.arange(self.p), indexing="ij"))
         y = {"add": a + b, "subtract": a - b, "multiply": a * b}[self.operation] % self.p
+        if self.encoding == "one_hot":
+            x = np.zeros((len(a), 2 * self.p), dtype=np.float32)
+            x[np.arange(len(a)), a] = 1.0
+            x[np.arange(len(a)), self.p + b] = 1.0
+            return Dataset(*_split(x, y.astype(np.int64), self.n_train, self.n_test, self.seed), self.p)
         x = np.stack([a, b], axis=1).astype(np.int64)
         return Dataset(*_split(x, y.astype(np.int64), self.n_train, self.n_test, self.seed), self.p,
                        {"vocab": self.p})

@@ -85,9 +85,11 @@ class System:
             raise ConfigError("rule.init='aligned' needs a deep_linear architecture on whitened_linear data; use rule.init='normal'")
         if self.task.loss == "cross_entropy" and isinstance(self.data, (WhitenedLinear, TeacherStudent)):
             raise ConfigError(f"task.loss='cross_entropy' needs labelled data (mnist1d, digits), not {self.data.kind}; use task.loss='mse'")
-        if isinstance(self.architecture, Transformer) != isinstance(self.data, ModularArithmetic):
+        tokens = isinstance(self.data, ModularArithmetic) and self.data.encoding == "tokens"
+        if isinstance(self.architecture, Transformer) != tokens:
             raise ConfigError("architecture 'transformer' reads token sequences: pair it with data 'modular_arithmetic' "
-                              "(and other architectures with vector data)")
+                              "(encoding 'tokens'), and other architectures with vector data (modular_arithmetic "
+                              "with encoding='one_hot')")
         if self.rule.batch_size is not None and self.rule.batch_size > self.data.n_train:
             raise ConfigError(f"rule.batch_size={self.rule.batch_size} exceeds data.n_train={self.data.n_train}")
 
