@@ -28,6 +28,12 @@ def test_fourier_sparsity_finds_the_frequencies_an_embedding_is_built_from():
     assert set(sparse.top.tolist()) == set(keys) and sparse.top_fraction == pytest.approx(1.0, abs=1e-12)
     dense = fourier_sparsity(rng.standard_normal((p, 32)), k=3)
     assert dense.top_fraction < 0.3  # ~3/29 for white noise
+    assert dense.dimension_peak < 0.3
+    # Gromov's grokked MLP: every neuron one cosine, neurons spread over all frequencies
+    neurons = np.stack([np.cos(2 * np.pi * (1 + j % 29) * residues / p + rng.uniform(0, 6)) * rng.uniform(0.5, 2)
+                        for j in range(64)], 1)
+    spread = fourier_sparsity(neurons, k=3)
+    assert spread.dimension_peak == pytest.approx(1.0, abs=1e-12) and spread.top_fraction < 0.3
     # Parseval: the folded power sums to p times the squared entries
     assert sparse.power.sum() == pytest.approx(p * np.sum(embedding ** 2), rel=1e-10)
 

@@ -25,3 +25,14 @@ def test_saddle_to_saddle_fails_when_escape_times_scale_as_one_over_s_squared(qu
     monkeypatch.setattr(module, "escape_time", lambda s, sv: right(s, sv) * max(s.singular_values) / sv)
     verdict = law.evaluate(quick_runs["saddle-to-saddle"], "quick")
     assert verdict.status == FAIL and verdict.error > 0.5
+
+
+def test_saddle_to_saddle_fails_when_a_steps_weight_change_is_not_rank_one(quick_runs):
+    from conftest import distorted
+
+    rng = np.random.default_rng(0)
+    runs = distorted(quick_runs["saddle-to-saddle"], "param/",
+                     lambda key, w: np.asarray(w) + 0.3 * rng.standard_normal(np.shape(w)))  # full-rank jitter
+    verdict = LAWS["saddle-to-saddle"].evaluate(runs, "quick")
+    (rank_one,) = [c for c in verdict.checks if c.name.startswith("rank one")]
+    assert verdict.status == FAIL and not rank_one.ok and rank_one.value < 0.9

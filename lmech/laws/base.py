@@ -107,9 +107,10 @@ def loglog_slope(x: Any, y: Any) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
-def power_law(x: Any, y: Any, exponent: float) -> np.ndarray:
-    """The curve ``c x^exponent`` with ``c`` fitted to ``y`` in log space: a theory line with a fixed exponent."""
+def power_law(x: Any, y: Any, exponent: float, at: Any = None) -> np.ndarray:
+    """The curve ``c x^exponent`` with ``c`` fitted to ``y`` in log space, evaluated at ``x`` (or at ``at``): a theory
+    line with a fixed exponent."""
     x, y = np.asarray(x, float), np.asarray(y, float)
-    return np.exp(np.mean(np.log(y) - exponent * np.log(x))) * x ** exponent
+    return np.exp(np.mean(np.log(y) - exponent * np.log(x))) * np.asarray(x if at is None else at, float) ** exponent
 
 

@@ -65,8 +65,8 @@ class HeavyTailedSpectra(Law):
                       "edge rises with lr/B (interval above 0). The error is the alpha interval's upper end (pass at "
                       "<= 0).")
 
-    settings = {"quick": Setting((4, 16, 64), 3, 256, 0.1, 3000, 4),
-                "full": Setting((4, 8, 16, 32, 64, 128, 256), 5, 256, 0.1, 3000, 8)}
+    settings = {"quick": Setting((4, 16, 64), 3, 256, 0.1, 3000, 8),
+                "full": Setting((4, 8, 16, 32, 64, 128, 256), 5, 256, 0.1, 3000, 12)}
 
     def design(self, s: Setting) -> list[Experiment]:
         probes = (Loss(Schedule(at=(0, s.steps))), WeightSpectrum(schedule=Schedule(log_points=s.points)))
@@ -78,7 +78,7 @@ class HeavyTailedSpectra(Law):
     def judge(self, runs: Runs, s: Setting) -> Verdict:
         ratio = np.array([[s.lr / b] * s.seeds for b in s.batches])  # (batches, seeds)
         alpha, above, init_above = (np.zeros(ratio.shape) for _ in range(3))
-        over_training = Panel(f"Layer {_LAYER} alpha over training (median over seeds)", "step", "alpha",
+        over_training = Panel(f"Layer {_LAYER} alpha over training (seed median)", "step", "alpha",
                               xscale="log")
         for i, b in enumerate(s.batches):
             for seed in range(s.seeds):
@@ -114,11 +114,11 @@ class HeavyTailedSpectra(Law):
                   kind="info"),
         ]
         x = ratio[:, 0]
-        final = Panel(f"Layer {_LAYER} alpha at the end against lr / B (bars: seed range)", "lr / batch size", "alpha",
+        final = Panel(f"Layer {_LAYER} alpha at the end (bars: seeds)", "lr / batch size", "alpha",
                       xscale="log")
         final.series.append(Series.of(f"median over {s.seeds} seeds", x, medians, "measured", "alpha",
                                       low=alpha.min(axis=1), high=alpha.max(axis=1)))
-        bulk = Panel("Eigenvalues past the Marchenko-Pastur edge at the end", "lr / batch size", "count", xscale="log")
+        bulk = Panel("Eigenvalues past the MP edge at the end", "lr / batch size", "count", xscale="log")
         bulk.series.append(Series.of(f"median over {s.seeds} seeds", x, np.median(above, axis=1), "measured", "mp",
                                      low=above.min(axis=1), high=above.max(axis=1)))
         summary = (f"rho(alpha, lr/B) = {alpha_trend.rho:.2f} [{alpha_trend.low:.2f}, {alpha_trend.high:.2f}]; "

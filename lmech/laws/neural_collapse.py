@@ -98,7 +98,7 @@ class NeuralCollapseLaw(Law):
             Check("NC2 equinorm of the class means at the end", float(curves["nc/2_equinorm_means"][-1]), "reported",
                   True, kind="info"),
         ]
-        panel = Panel("Neural collapse metrics against step (dashed: zero training error)", "step", "metric",
+        panel = Panel("NC1-NC4 against step (dashed: zero training error)", "step", "metric",
                       yscale="log")
         for name, label in _METRICS:
             positive = curves[name] > 0  # NC4 reaches exactly 0: off a log axis

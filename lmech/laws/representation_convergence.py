@@ -136,22 +136,21 @@ class RepresentationConvergence(Law):
             return (np.array([g.mean() for g in groups]), np.array([g.min() for g in groups]),
                     np.array([g.max() for g in groups]))
 
-        similarity = Panel("Similarity between seeds against width (bars: range over pairs)", "width",
+        similarity = Panel("Seed-pair similarity (bars: range over pairs)", "width",
                            "similarity", xscale="log")
         for label, values, group in (("debiased CKA", pair_cka, "cka"), ("mutual k-NN (k = 10)", pair_knn, "knn")):
             mean, low, high = per_width(values, pair_w)
             similarity.series.append(Series.of(label, widths, mean, "measured", group, low=low, high=high))
         similarity.series.append(Series.of("infinite-width limit (CKA = 1)", widths, np.ones_like(widths), "reference",
                                            "theory"))
-        deficit = Panel("Distance from the analytic NNGP kernel: 1 - CKA(K_w, K_NNGP)", "width", "1 - CKA",
+        deficit = Panel("1 - CKA to the analytic NNGP kernel", "width", "1 - CKA(K_w, K_NNGP)",
                         xscale="log", yscale="log")
         for label, values, group in (("init", init_deficit, "init"), ("trained", final_deficit, "trained")):
             mean, low, high = per_width(values, net_w)
             deficit.series.append(Series.of(label, widths, mean, "measured", group, low=low, high=high))
-        scale = (power_law(net_w, np.maximum(init_deficit, 1e-12), _EXPONENT) / net_w ** _EXPONENT)[0]
-        deficit.series.append(Series.of(f"c width^{_EXPONENT:g}", widths, scale * widths ** _EXPONENT, "theory",
-                                        "init"))
-        accuracy = Panel("Seed-pair CKA against test accuracy", "mean test accuracy of the pair", "debiased CKA")
+        deficit.series.append(Series.of(f"c width^{_EXPONENT:g}", widths, power_law(
+            net_w, np.maximum(init_deficit, 1e-12), _EXPONENT, at=widths), "theory", "init"))
+        accuracy = Panel("Seed-pair CKA against accuracy", "mean test accuracy of the pair", "debiased CKA")
         accuracy.series.append(Series.of("seed pairs", pair_acc, pair_cka, "measured", "cka"))
         summary = (f"seed-pair CKA {per_width(pair_cka, pair_w)[0][0]:.2f} -> {per_width(pair_cka, pair_w)[0][-1]:.2f} "
                    f"from width {s.widths[0]} to {s.widths[-1]}; init deficit slope {init_slope:.2f} "

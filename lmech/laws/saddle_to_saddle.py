@@ -7,7 +7,7 @@ import numpy as np
 
 from ..engine.experiment import Experiment
 from ..observables.learning_curves import plateaus
-from ..observables.probes import Loss
+from ..observables.probes import Loss, Parameters
 from ..observables.schedule import Schedule
 from ..report.verdict import Check, Panel, Series, Verdict
 from ..store.runs import Runs
@@ -34,6 +34,8 @@ class Setting:
 _TOL = 0.15  # escape times within 15% of the small-init formula (its neglected terms: see the tolerance note)
 _HALF_WAY = 1 - 2 ** -0.5  # a drop of s^2/2 is half done when (s - m)^2 = s^2/2: m = (1 - 1/sqrt 2) s
 _LOG_EVERY = 5
+_RANK_ONE = 0.95  # each layer's change across a drop: sigma_1^2 / ||dW||_F^2 at least this
+_WEIGHTS_EVERY = 10
 
 
 def initial_strength(s: Setting) -> float:
@@ -67,14 +69,16 @@ class SaddleToSaddle(Law):
     regime = ("Two-layer linear networks (width 16) on whitened Gaussian inputs (X^T X / n = I) with a rank-3 linear "
               "target, random Gaussian init of scale 1e-4 (quick; 1e-6 full) in both layers (not aligned with the "
               "target: the aligned case is dln-saxe-modes), full-batch GD at eta s_max = 0.04, float64, t = eta step. "
-              "Each drop is located on the measured loss by lmech.plateaus (half-way down the drop). The nonlinear "
-              "extension (small-init ReLU networks on multi-index targets) and the rank-one structure of the "
-              "updates within a step are not measured here yet.")
+              "Each drop is located on the measured loss by lmech.plateaus (half-way down the drop). Each layer's change "
+              "across a drop (between the midpoints of the plateaus on either side) is checked for its rank-one share "
+              "sigma_1^2 / ||dW||_F^2. The nonlinear extension (small-init ReLU networks on multi-index targets) is "
+              "not measured here yet.")
     tolerance_note = (f"Every seed: exactly rank drops of at least 20% of the loss, escape times in the order of the "
                       f"singular values, and each within {_TOL:.0%} of (1/2s) ln[f (s - m0)/(m0 (1 - f))], f = 1 - "
                       "1/sqrt 2, m0 = sigma^2/sqrt(d_in) (the typical initial mode strength). The random init makes "
                       "m0 a random variable and lets the modes grow along other directions first; its logarithm "
-                      "enters at relative order ln(spread of m0)/ln(s/m0), about 10% at sigma = 1e-4.")
+                      "enters at relative order ln(spread of m0)/ln(s/m0), about 10% at sigma = 1e-4. Each step's weight change is "
+                      f"rank one: sigma_1^2 / ||dW||_F^2 >= {_RANK_ONE:g} for every layer, drop and seed.")
 
     settings = {"quick": Setting((4.0, 2.0, 1.0), 8, 6, 16, 1e-4, 0.01, 3),
                 "full": Setting((4.0, 2.0, 1.0), 8, 6, 16, 1e-6, 0.01, 10)}
@@ -82,7 +86,7 @@ class SaddleToSaddle(Law):
     def design(self, s: Setting) -> list[Experiment]:
         data = WhitenedLinear(d_in=s.d_in, d_out=s.d_out, singular_values=s.singular_values, n_train=8 * s.d_in,
                               n_test=0)
-        probes = (Loss(Schedule(every=_LOG_EVERY)),)
+        probes = (Loss(Schedule(every=_LOG_EVERY)), Parameters(Schedule(every=_WEIGHTS_EVERY)))
         return [Experiment({"seed": seed}, System(DeepLinear(depth=2, width=s.width), data, Task("mse"),
                                                   LearningRule(lr=s.lr, steps=_steps(s), init="normal",
                                                                init_scale=s.init_scale, dtype="float64", seed=seed)),
@@ -92,7 +96,7 @@ class SaddleToSaddle(Law):
         sv = np.array(s.singular_values)
         rank = len(sv)
         predicted = np.array([escape_time(s, v) for v in sv])
-        counts, measured = [], []
+        counts, measured, rank_one = [], [], []
         curves = Panel("Training loss (dashed: predicted escapes)", "time t = eta step", "loss", yscale="log")
         for seed in range(s.seeds):
             steps, loss = runs.one(seed=seed).series("loss/train")
@@ -101,6 +105,7 @@ class SaddleToSaddle(Law):
             measured.append(found.escape_steps[:rank] if found.count - 1 >= rank else
                             np.r_[found.escape_steps, np.full(rank - found.count + 1, np.nan)])
             curves.series.append(Series.of(f"seed {seed}", steps * s.lr, loss, "curve", f"s{seed}"))
+            rank_one.append(_rank_one_shares(runs.one(seed=seed), found.escape_steps / s.lr, int(steps[-1])))
         measured = np.array(measured)  # (seeds, rank)
         top = max(float(np.max(runs.one(seed=0).series("loss/train")[1])), 1e-12)
         for t in predicted:
@@ -108,6 +113,8 @@ class SaddleToSaddle(Law):
         ratio = measured / predicted
         worst = float(np.nanmax(np.abs(ratio - 1))) if np.isfinite(ratio).any() else float("inf")
         ordered = bool(np.all(np.diff(measured, axis=1) > 0))
+        shares = np.concatenate(rank_one) if rank_one else np.array([np.nan])
+        least_rank_one = float(np.min(shares)) if shares.size else float("nan")
         checks = [
             Check(f"drops per run = target rank {rank} (found {sorted(set(counts))})", float(max(abs(c - rank)
                                                                                                    for c in counts)),
@@ -117,6 +124,8 @@ class SaddleToSaddle(Law):
             Check(f"max |escape time / (1/2s) ln[f(s - m0)/(m0(1 - f))] - 1| over modes and seeds "
                   f"(predicted {', '.join(f'{t:.2f}' for t in predicted)})", worst, f"<= {_TOL:g}",
                   worst <= _TOL, headline=True),
+            Check(f"rank one: least sigma_1^2 / ||dW||_F^2 of a layer's change across a drop (all layers, drops, "
+                  "seeds)", least_rank_one, f">= {_RANK_ONE:g}", least_rank_one >= _RANK_ONE),
             Check("leading order: mean escape time x 2 s / ln(1/sigma^2) (1 in the small-init limit)",
                   float(np.nanmean(measured * 2 * sv / np.log(1 / s.init_scale ** 2))), "reported", True,
                   kind="info"),
@@ -130,3 +139,20 @@ class SaddleToSaddle(Law):
                    f"{worst:.1%} of the small-init formula")
         return self.verdict(runs, metric="max |escape time ratio - 1|", error=worst, tolerance=_TOL, summary=summary,
                             checks=checks, panels=[curves, times])
+
+
+def _rank_one_shares(run, escapes: np.ndarray, last: int) -> np.ndarray:
+    """``sigma_1^2 / ||dW||_F^2`` of every layer's change from the plateau before each drop to the plateau after it
+    (the midpoints between escapes, in steps; Jacot et al. 2021: each saddle-to-saddle step grows one rank-one
+    direction per layer)."""
+    names = sorted({n for _, n, _ in run.arrays if n.startswith("param/")})
+    edges = np.r_[0.0, escapes, last]
+    shares = []
+    for i in range(len(escapes)):
+        before, after = (edges[i] + edges[i + 1]) / 2, (edges[i + 1] + edges[i + 2]) / 2
+        for name in names:
+            steps, weights = run.array_series(name)
+            change = weights[np.argmin(np.abs(steps - after))] - weights[np.argmin(np.abs(steps - before))]
+            sv = np.linalg.svd(np.asarray(change, np.float64), compute_uv=False)
+            shares.append(sv[0] ** 2 / max(np.sum(sv ** 2), 1e-300))
+    return np.array(shares)

@@ -62,11 +62,16 @@ class FourierSparsity:
     """``power[f]``: the embedding's power at frequency ``f = 0 .. p // 2`` over the residues (summed over the
     embedding dimensions, the two signs of ``f`` folded); ``top``: the ``k`` frequencies of most power (``f >= 1``),
     strongest first; ``top_fraction``: their share of the power at ``f >= 1`` (1 for an embedding built from ``k``
-    frequencies; about ``k / (p // 2)`` for a random one)."""
+    frequencies; about ``k / (p // 2)`` for a random one). ``dimension_peak``: per embedding dimension (a neuron's
+    input weights), the share of its power at ``f >= 1`` in its own strongest frequency, averaged with weights
+    proportional to that power: 1 when every neuron is a single cosine of the residues, as in the grokked MLPs of
+    Gromov 2023 (arXiv:2301.02679) where different neurons use different frequencies and ``top_fraction`` stays
+    low; a few times ``1 / (p // 2)`` for a random embedding."""
 
     power: np.ndarray
     top: np.ndarray
     top_fraction: float
+    dimension_peak: float
 
 
 def fourier_sparsity(embedding: Any, k: int = 5) -> FourierSparsity:
@@ -76,13 +81,15 @@ def fourier_sparsity(embedding: Any, k: int = 5) -> FourierSparsity:
         raise ValueError(f"embedding must be (residues p >= 3, dimensions); got shape {e.shape}")
     p = len(e)
     spectrum = np.abs(np.fft.rfft(e, axis=0)) ** 2  # (p // 2 + 1, d)
+    spectrum[1:(p + 1) // 2] *= 2  # +f and -f, except f = p/2 for even p
     power = spectrum.sum(axis=1)
-    power[1:(p + 1) // 2] *= 2  # +f and -f, except f = p/2 for even p
     if not 1 <= k <= len(power) - 1:
         raise ValueError(f"k={k} must be between 1 and the number of nonzero frequencies {len(power) - 1}")
     order = np.argsort(-power[1:], kind="stable")[:k] + 1
     total = power[1:].sum()
-    return FourierSparsity(power, order, float(power[order].sum() / total) if total > 0 else float("nan"))
+    per_dimension = spectrum[1:]  # (frequencies, d)
+    peak = float(per_dimension.max(axis=0).sum() / total) if total > 0 else float("nan")  # sum_j w_j max/sum_j
+    return FourierSparsity(power, order, float(power[order].sum() / total) if total > 0 else float("nan"), peak)
 
 
 @dataclass(frozen=True)

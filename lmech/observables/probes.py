@@ -33,6 +33,7 @@ from .density import hessian_density
 from .trace import hessian_trace
 from .sharpness import SharpnessTracker
 from .state import TrainState
+from .learning_curves import weight_norm
 from .weights import weight_change
 
 EVERY_STEP = Schedule(every=1)
@@ -109,13 +110,15 @@ class GradNorm(Probe):
 
 @dataclass(frozen=True)
 class WeightChange(Probe):
-    """``weights/distance``, ``weights/relative`` and ``weights/relative/<param>`` against the init."""
+    """``weights/distance``, ``weights/relative`` and ``weights/relative/<param>`` against the init, and
+    ``weights/norm`` (:func:`~lmech.weight_norm`, the global norm that weight decay shrinks)."""
 
     name: ClassVar[str] = "weights"
     families: ClassVar[tuple[str, ...]] = ("weights",)
 
     def measure(self, state: TrainState) -> dict[str, float]:
-        return {f"weights/{k}": v for k, v in weight_change(state.model, state.init).items()}
+        return {f"weights/{k}": v for k, v in weight_change(state.model, state.init).items()} | {
+            "weights/norm": weight_norm(state.model)}
 
 
 @dataclass(frozen=True)
