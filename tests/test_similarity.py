@@ -101,3 +101,41 @@ def test_precomputed_grams_give_the_feature_space_values():
 def test_bad_input_says_what_is_wrong(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_representation_similarity_probe_is_cka_against_the_init_features():
+    """In a user's loop through Tracker: 1 at init, then the debiased CKA of a copy of the init network's hidden
+    features against the trained one's, computed here by hand."""
+    import copy
+
+    import torch
+
+    import lmech
+    from lmech.probes import RepresentationSimilarity
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5), torch.randn(64, 1)
+    model = lmech.build_model(lmech.MLP(width=32, depth=2), lmech.Dataset(x.numpy(), y.numpy(), x.numpy()[:0],
+                                                                          y.numpy()[:0]),
+                              init="normal", init_scale=1.0, seed=0, dtype=torch.float32)
+    init = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    tracker = lmech.Tracker(model, lmech.half_mse, x, y, optimizer=opt, every=10,
+                            probes=[RepresentationSimilarity(points=48)])
+    for _ in range(20):
+        opt.zero_grad()
+        lmech.half_mse(model(x), y).backward()
+        opt.step()
+        tracker.step()
+    run = tracker.close()
+    assert run.series("similarity/0")[1][0] == pytest.approx(1.0, abs=1e-12)
+
+    def features(m):  # input of the second hidden layer and of the readout
+        h1 = torch.relu(m.layers[0](x[:48]))
+        return [h1, torch.relu(m.layers[1](h1))]
+
+    with torch.no_grad():
+        for i, (h, h0) in enumerate(zip(features(model), features(init))):
+            expected = cka(h.double().numpy(), h0.double().numpy(), debiased=True)
+            assert run.last(f"similarity/{i}") == pytest.approx(expected, rel=1e-6)  # float32 features
+            assert expected < 0.999  # the features moved

@@ -179,19 +179,27 @@ def representation_change(model: nn.Module, init_state: dict[str, torch.Tensor],
     counting from 0). ``h_t`` uses the current parameters, ``h_0`` the parameters in ``init_state`` (a
     :func:`lmech.observables.weights.snapshot` or a state dict). ``nan`` where ``h_0 = 0``.
     """
+    out = {}
+    for i, (h, h0) in enumerate(zip(*hidden_representations(model, init_state, x, layers=layers))):
+        base = float(h0.double().norm())
+        out[f"representation/{i}"] = float((h - h0).double().norm()) / base if base > 0 else float("nan")
+    return out
+
+
+def hidden_representations(model: nn.Module, init_state: dict[str, torch.Tensor], x: torch.Tensor, *,
+                           layers: Iterable[nn.Module] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The hidden representations (inputs of ``layers``, default ``model.layers[1:]``) on ``x`` now and with the
+    parameters in ``init_state``: two lists of ``(n, features)`` tensors, layer by layer."""
     mods = _default_layers(model, layers, skip_first=True)
     known = dict(model.named_parameters()) | dict(model.named_buffers())
     unknown = sorted(set(init_state) - set(known))
     if unknown:
         raise ConfigError(f"init_state has entries {unknown[:5]} that are not parameters or buffers of the model; "
                           "pass snapshot(model) taken at init")
-    now, _ = _layer_inputs(model, x, mods)
-    then, _ = _layer_inputs(lambda inp: functional_call(model, dict(init_state), (inp,)), x, mods)
-    out = {}
-    for i, (h, h0) in enumerate(zip(now, then)):
-        base = float(h0.double().norm())
-        out[f"representation/{i}"] = float((h - h0).double().norm()) / base if base > 0 else float("nan")
-    return out
+    with torch.no_grad():
+        now, _ = _layer_inputs(model, x, mods)
+        then, _ = _layer_inputs(lambda inp: functional_call(model, dict(init_state), (inp,)), x, mods)
+    return [h.reshape(len(h), -1) for h in now], [h.reshape(len(h), -1) for h in then]
 
 
 @torch.no_grad()

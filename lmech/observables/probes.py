@@ -21,12 +21,13 @@ from .schedule import Schedule
 from ..systems._validate import ConfigError, one_of, positive_float, positive_int
 from .conservation import balancedness, neuron_balance, relative_drift
 from .coordinates import coordinate_sizes
-from .features import (_default_layers, _layer_inputs, agop, neural_feature_matrix, nfa_scores, readout_kernel,
-                       representation_change)
+from .features import (_default_layers, _layer_inputs, agop, hidden_representations, neural_feature_matrix,
+                       nfa_scores, readout_kernel, representation_change)
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .heavy_tails import weight_spectrum
+from .similarity import cka
 from .neural_collapse import NeuralCollapseAccumulator
 from .noise import gradient_noise_scale
 from .density import hessian_density
@@ -40,8 +41,8 @@ EVERY_STEP = Schedule(every=1)
 
 
 __all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Outputs",
-           "Kernels", "Parameters", "RepresentationChange", "FeatureAnsatz", "NoiseScale", "HessianTrace",
-           "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "probe_from_dict",
+           "Kernels", "Parameters", "RepresentationChange", "RepresentationSimilarity", "FeatureAnsatz", "NoiseScale",
+           "HessianTrace", "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "probe_from_dict",
            "probe_types"]
 
 _REGISTRY: dict[str, type["Probe"]] = {}
@@ -289,6 +290,26 @@ class RepresentationChange(Probe):
 
     def measure(self, state: TrainState) -> dict[str, float]:
         return representation_change(state.model, state.init, state.x_train[:self.points])
+
+
+@dataclass(frozen=True)
+class RepresentationSimilarity(Probe):
+    """``similarity/<i>``: debiased linear CKA (:func:`~lmech.cka`) between hidden representation ``i`` now and at
+    init on the first ``points`` training inputs (numbered as in :class:`RepresentationChange`): 1 while the
+    features keep their geometry (the lazy regime), falling as they are learned; invariant to the isotropic growth
+    that ``representation/<i>`` also counts."""
+
+    points: int = 256
+    name: ClassVar[str] = "similarity"
+    families: ClassVar[tuple[str, ...]] = ("similarity",)
+
+    def __post_init__(self) -> None:
+        positive_int("probe.points", self.points, minimum=4)
+
+    def measure(self, state: TrainState) -> dict[str, float]:
+        now, then = hidden_representations(state.model, state.init, state.x_train[:self.points])
+        return {f"similarity/{i}": cka(h.double().cpu().numpy(), h0.double().cpu().numpy(), debiased=True)
+                for i, (h, h0) in enumerate(zip(now, then))}
 
 
 @dataclass(frozen=True)
