@@ -13,6 +13,10 @@ Job modes:
 * ``analytic``: float64 (``jax_enable_x64``); for each case ``{"name", "activation", "depth", "w_std", "b_std"}``
   builds ``stax.serial(Dense(1, W_std, b_std), act, ..., Dense(1, W_std, b_std))`` (``depth`` hidden layers, NTK
   parameterization) and times ``jax.jit(kernel_fn, static_argnames="get")(x, None, ("nngp", "ntk"))``.
+* ``ensemble``: float64; the same ``stax.serial`` as ``analytic`` for one case, and times a fresh
+  ``nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate)`` called at
+  ``t = job["t"]`` (``inf`` included) with ``get="ntk", compute_cov=True`` per call (kernels and eigendecomposition
+  included, as lmech's ``ntk_predict`` computes them), saving the mean and covariance.
 * ``entk``: float32; the bias-free NTK-parameterized ReLU MLP whose weights (torch layout ``(out, in)``) are in the
   job's ``weights`` .npz, as ``stax.serial(Dense(width, W_std=1, b_std=None), Relu(), ..., Dense(1, ...))`` with
   params ``(W.T, None)`` (NT computes ``W_std / sqrt(fan_in) * x @ W``, the same function and the same parameters
@@ -59,6 +63,17 @@ def _activation(stax, name: str):
     raise ValueError(f"no neural-tangents activation for {name!r}")
 
 
+def _kernel_fn(stax, case: dict):
+    """``kernel_fn`` of ``stax.serial(Dense(1, W_std, b_std), act, ..., Dense(1, W_std, b_std))``, NTK
+    parameterization, ``case["depth"]`` hidden layers."""
+    layers = []
+    for _ in range(case["depth"]):
+        layers += [stax.Dense(1, W_std=case["w_std"], b_std=case["b_std"], parameterization="ntk"),
+                   _activation(stax, case["activation"])]
+    layers.append(stax.Dense(1, W_std=case["w_std"], b_std=case["b_std"], parameterization="ntk"))
+    return stax.serial(*layers)[2]
+
+
 def _facts(jax, nt) -> dict:
     import numpy as np
     import scipy
@@ -89,13 +104,7 @@ def run_analytic(job: dict, out_dir: Path) -> dict:
     assert x.dtype == np.float64, x.dtype
     result = {"facts": _facts(jax, nt), "cases": {}}
     for case in job["cases"]:
-        layers = []
-        for _ in range(case["depth"]):
-            layers += [stax.Dense(1, W_std=case["w_std"], b_std=case["b_std"], parameterization="ntk"),
-                       _activation(stax, case["activation"])]
-        layers.append(stax.Dense(1, W_std=case["w_std"], b_std=case["b_std"], parameterization="ntk"))
-        _, _, kernel_fn = stax.serial(*layers)
-        kfn = jax.jit(kernel_fn, static_argnames="get")
+        kfn = jax.jit(_kernel_fn(stax, case), static_argnames="get")
 
         def call(kfn=kfn):
             k = kfn(x, None, get=("nngp", "ntk"))
@@ -115,6 +124,34 @@ def run_analytic(job: dict, out_dir: Path) -> dict:
         print(f"[nt] {case['name']}: first {timing['first_call_s']:.3f} s, best {timing['best_s']:.3f} s, "
               f"median {timing['median_s']:.3f} s", file=sys.stderr, flush=True)
     return result
+
+
+def run_ensemble(job: dict, out_dir: Path) -> dict:
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import neural_tangents as nt
+    import numpy as np
+    from neural_tangents import stax
+
+    x_train, y_train, x_test = (np.load(job[k]) for k in ("x_train", "y_train", "x_test"))
+    case = job["case"]
+    kernel_fn = _kernel_fn(stax, case)
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    t = np.array([float(v) for v in job["t"]])
+
+    def call():
+        predict = nt.predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train,
+                                                           learning_rate=job["learning_rate"])
+        out = predict(t=t, x_test=x_test, get="ntk", compute_cov=True)
+        jax.block_until_ready(out)
+        return out
+
+    (mean, cov), timing = _timed(call, job["repeats"], label="nt ensemble")
+    np.save(out_dir / "mean.npy", np.asarray(mean))
+    np.save(out_dir / "cov.npy", np.asarray(cov))
+    print(f"[nt] ensemble: first {timing['first_call_s']:.3f} s, median {timing['median_s']:.3f} s", file=sys.stderr,
+          flush=True)
+    return {"facts": _facts(jax, nt), **timing, "mean": str(out_dir / "mean.npy"), "cov": str(out_dir / "cov.npy")}
 
 
 def _shim_jax_for_structured_derivatives(jax) -> list[str]:
@@ -196,7 +233,7 @@ def run_entk(job: dict, out_dir: Path) -> dict:
 def main() -> None:
     job = json.loads(Path(sys.argv[1]).read_text())
     out_dir = Path(job["out_dir"])
-    result = {"analytic": run_analytic, "entk": run_entk}[job["mode"]](job, out_dir)
+    result = {"analytic": run_analytic, "entk": run_entk, "ensemble": run_ensemble}[job["mode"]](job, out_dir)
     (out_dir / "result.json").write_text(json.dumps(result, indent=1))
 
 

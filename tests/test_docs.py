@@ -19,7 +19,7 @@ def test_catalogue_matches_registry():
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 7
+    assert len(blocks) == 8
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
@@ -32,6 +32,12 @@ def test_python_examples_run(tmp_path, monkeypatch):
     lo, hi = namespace["fit"].ci["alpha"]
     assert lo < 0.34 < hi and namespace["fit"].converged  # the scaling example's intervals cover the true exponent
     assert np.all(np.diff(namespace["curve"].test_mse) < 0)  # more data, lower predicted error
+    # the ensemble example: at t = inf its mean is NTK kernel regression, solved here apart
+    p, test = namespace["ensemble"], namespace["test"]
+    assert p.mean.shape == (3, 100, 1) and p.cov.shape == (3, 100, 100)
+    _, cross = lmech.theory.nngp_ntk(test.x_test, test.x_train, depth=2, w_std=2 ** 0.5)
+    _, regression = lmech.theory.kernel_regression(namespace["ntk"], test.y_train, cross)
+    np.testing.assert_allclose(p.mean[-1], regression, rtol=1e-6, atol=1e-8)
     # the multi-power example: fitted on two schedules, it predicts the third (noise-free data: to 1e-6)
     np.testing.assert_allclose(namespace["step_schedule"], namespace["curves"]["step"][1], rtol=1e-6)
     # the curvature example: 11 tracked measurements (steps 0, 10, ..., 100); a diagonal block's top eigenvalue

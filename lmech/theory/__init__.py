@@ -3,6 +3,7 @@ from .collapse import (Collapse, Horizons, collapse_statistics, compute_optimal_
                        power_law_features_loss)
 from .central_flow import CentralFlowResult, central_flow, moving_average, sharpness_gradient, solve_lcp
 from .deep_linear import learning_time, mode_ode, mode_trajectory, saxe_mode
+from .ensemble import EnsemblePrediction, ensemble_predict, linearized_laplace_variance, ntk_predict
 from .eigenlearning import (EigenlearningResult, SpectralExponents, circle_eigensystem, eigenlearning,
                            eigenlearning_from_kernel, kernel_eigensystem, solve_kappa, spectral_exponents)
 from .kernels import nngp_ntk
@@ -20,4 +21,5 @@ __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gra
            "stability_threshold", "LayerScaling", "layer_scaling", "BranchScaling", "branch_scaling", "ScalingFit", "ScalingFitWarning",
            "Extrapolation", "leave_largest_out", "fit_scaling_law", "MultiPowerFit", "fit_loss_curve",
            "fit_multi_power_law", "multi_power_loss", "Collapse", "Horizons", "collapse_statistics",
-           "compute_optimal_horizons", "normalized_curves", "power_law_features_loss"]
+           "compute_optimal_horizons", "normalized_curves", "power_law_features_loss", "EnsemblePrediction",
+           "ensemble_predict", "linearized_laplace_variance", "ntk_predict"]

@@ -105,14 +105,8 @@ def linearized_gd(ntk_train: np.ndarray, y_train: np.ndarray, f0_train: np.ndarr
     if not flow and scale * lam_max >= 2:
         raise ConfigError(f"lr={lr:g} is unstable for discrete GD on this kernel (lr lam_max/{'nk' if reduction == 'mean' else 'n'}"
                           f" = {scale * lam_max:.4g} >= 2): use lr < {2 * lr / (scale * lam_max):.6g}, or flow=True")
-    rate = scale * lam  # per-step contraction rate of each eigenmode
     t = times.reshape(-1, 1)
-    if flow:
-        learned = -np.expm1(-rate * t)  # 1 - exp(-rate t), without cancellation for slow modes
-    else:
-        small = rate < 1
-        with np.errstate(invalid="ignore", divide="ignore"):
-            learned = np.where(small, -np.expm1(t * np.log1p(-np.where(small, rate, 0.0))), 1.0 - np.power(1.0 - rate, t))
+    learned = _learned(scale * lam, t, flow)
     coef = vecs.T @ _as_columns(f0 - y, shared)  # residual at init, in the eigenbasis: (N, c)
     f_train = _as_columns(y, shared)[None] + np.einsum("ij,tjc->tic", vecs, (1.0 - learned)[:, :, None] * coef)
     f_train = f_train.reshape((len(t),) + shape)
@@ -123,8 +117,7 @@ def linearized_gd(ntk_train: np.ndarray, y_train: np.ndarray, f0_train: np.ndarr
         m = _length("f0_test", f0_test)
         g0, test_shape = _outputs("f0_test", f0_test, m, k)
         cross = _cross_kernel("ntk_test_train", ntk_test_train, m, n, k, shared)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gain = np.where(lam > 0, learned / np.where(lam > 0, lam, 1.0), scale * t)  # Theta^-1 (I - decay)
+        gain = _gain(learned, lam, scale, t)
         f_test = _as_columns(g0, shared)[None] - np.einsum("ij,tjc->tic", cross @ vecs, gain[:, :, None] * coef)
         f_test = f_test.reshape((len(t),) + test_shape)
     if times.ndim == 0:
@@ -132,17 +125,40 @@ def linearized_gd(ntk_train: np.ndarray, y_train: np.ndarray, f0_train: np.ndarr
     return f_train, f_test
 
 
-def _steps(steps, flow: bool) -> np.ndarray:
+def _learned(rate: np.ndarray, t: np.ndarray, flow: bool) -> np.ndarray:
+    """``1 - exp(-rate t)`` (flow) or ``1 - (1 - rate)^t`` (discrete) for every time (rows) and mode (columns), without
+    cancellation for slow modes; ``t = inf`` gives 1 for every moving mode and 0 for a mode with ``rate = 0``."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if flow:
+            learned = -np.expm1(-rate * t)
+        else:
+            small = rate < 1
+            learned = np.where(small, -np.expm1(t * np.log1p(-np.where(small, rate, 0.0))),
+                               1.0 - np.power(1.0 - rate, t))
+    return np.where(rate > 0, learned, 0.0)
+
+
+def _gain(learned: np.ndarray, lam: np.ndarray, scale: float, t: np.ndarray) -> np.ndarray:
+    """``Theta^-1 (I - decay)`` in the eigenbasis: ``learned / lam``, with its limit ``scale t`` at ``lam = 0`` (0 at
+    ``t = inf``, where such a mode's test coupling vanishes anyway: ``Theta(x, X) v = 0`` for ``Theta v = 0``)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(lam > 0, learned / np.where(lam > 0, lam, 1.0), np.where(np.isfinite(t), scale * t, 0.0))
+
+
+def _steps(steps, flow: bool, name: str = "steps", allow_inf: bool = False) -> np.ndarray:
     if isinstance(steps, bool) or np.asarray(steps).dtype == bool:
-        raise ConfigError(f"steps={steps!r} must be a number of steps (an integer >= 0) or a 1-D array of them")
+        raise ConfigError(f"{name}={steps!r} must be a number of steps (an integer >= 0) or a 1-D array of them")
     try:
         times = np.asarray(steps, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ConfigError(f"steps={steps!r} must be an integer >= 0 or a 1-D array of them") from None
-    if times.ndim > 1 or not np.all(np.isfinite(times)) or np.any(times < 0):
-        raise ConfigError(f"steps={steps!r} must be a finite integer >= 0 or a 1-D array of them")
-    if not flow and np.any(times != np.round(times)):
-        raise ConfigError(f"steps={steps!r} must be whole numbers for discrete GD (flow=True takes real times)")
+        raise ConfigError(f"{name}={steps!r} must be an integer >= 0 or a 1-D array of them") from None
+    bad = np.isnan(times) if allow_inf else ~np.isfinite(times)
+    if times.ndim > 1 or np.any(bad) or np.any(times < 0):
+        raise ConfigError(f"{name}={steps!r} must be {'an' if allow_inf else 'a finite'} integer >= 0"
+                          f"{' (or inf)' if allow_inf else ''} or a 1-D array of them")
+    finite = np.isfinite(times)
+    if not flow and np.any(times[finite] != np.round(times[finite])):
+        raise ConfigError(f"{name}={steps!r} must be whole numbers for discrete GD (flow=True takes real times)")
     return times
 
 
