@@ -19,7 +19,7 @@ def test_catalogue_matches_registry():
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 8
+    assert len(blocks) == 9
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
@@ -32,6 +32,12 @@ def test_python_examples_run(tmp_path, monkeypatch):
     lo, hi = namespace["fit"].ci["alpha"]
     assert lo < 0.34 < hi and namespace["fit"].converged  # the scaling example's intervals cover the true exponent
     assert np.all(np.diff(namespace["curve"].test_mse) < 0)  # more data, lower predicted error
+    # the instability example: no alarm at the edge of stability (where the loss-spike rule fires), then an alarm at
+    # the overshooting learning-rate change, before the loss spike detector's first alarm after it
+    monitor, spike = namespace["monitor"], namespace["spike"]
+    assert not [s for s in monitor.alarms if s < 200] and [s for s in spike.alarms if s < 200]
+    assert "edge-of-stability" in {f.kind for f in monitor.forecasts if f.step < 200}
+    assert monitor.alarms[0] == 200 and min(s for s in spike.alarms if s >= 200) > 200
     # the ensemble example: at t = inf its mean is NTK kernel regression, solved here apart
     p, test = namespace["ensemble"], namespace["test"]
     assert p.mean.shape == (3, 100, 1) and p.cov.shape == (3, 100, 100)

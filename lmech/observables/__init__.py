@@ -6,6 +6,7 @@ from .features import agop, matrix_correlation, neural_feature_matrix, nfa_corre
     representation_change
 from .heavy_tails import powerlaw_fit, weight_spectrum
 from .hessian import HessianOperator, hvp
+from .instability import GradNormZScore, InstabilityMonitor, LossSpike, NonFinite
 from .learning_curves import fourier_sparsity, grokking_times, plateaus, weight_norm
 from .linear_net import end_to_end_map, end_to_end_singular_values
 from .metrics import accuracy, gradient_norm, loss
@@ -32,6 +33,6 @@ INSTRUMENTS = [
     "representation_change", "balancedness", "neuron_balance", "relative_drift", "end_to_end_map", "end_to_end_singular_values",
     "coordinate_sizes", "neural_collapse", "NeuralCollapseAccumulator", "powerlaw_fit", "weight_spectrum",
     "cka", "LinearCKA", "kernel_alignment", "mutual_knn", "grokking_times", "fourier_sparsity", "plateaus",
-    "weight_norm",
+    "weight_norm", "InstabilityMonitor", "LossSpike", "GradNormZScore", "NonFinite",
 ]
 __all__ = INSTRUMENTS + ["Schedule"]

@@ -27,6 +27,7 @@ from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
 from .metrics import accuracy, gradient_norm, loss
 from .heavy_tails import weight_spectrum
+from .instability import KINDS as INSTABILITY_KINDS, InstabilityMonitor
 from .similarity import cka
 from .neural_collapse import NeuralCollapseAccumulator
 from .noise import gradient_noise_scale
@@ -40,8 +41,8 @@ from .weights import weight_change
 EVERY_STEP = Schedule(every=1)
 
 
-__all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Outputs",
-           "Kernels", "Parameters", "RepresentationChange", "RepresentationSimilarity", "FeatureAnsatz", "NoiseScale",
+__all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Instability",
+           "Outputs", "Kernels", "Parameters", "RepresentationChange", "RepresentationSimilarity", "FeatureAnsatz", "NoiseScale",
            "HessianTrace", "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "probe_from_dict",
            "probe_types"]
 
@@ -196,6 +197,45 @@ class Sharpness(Probe):
         out[f"{prefix}/matvecs"] = float(res.matvecs)
         out[f"{prefix}/residual"] = res.relative_residual
         return out
+
+
+@dataclass(frozen=True)
+class Instability(Probe):
+    """``instability/ratio`` (sharpness over the optimizer's stability threshold), ``instability/sharpness``,
+    ``instability/threshold``, ``instability/growth``, ``instability/crossing_step``,
+    ``instability/decay_crossing_step``, ``instability/alarm`` (1 or 0), ``instability/kind`` (the index of the
+    forecast's kind in ``("stable", "edge-of-stability", "catapult", "divergence")``) and ``instability/matvecs``:
+    :class:`~lmech.InstabilityMonitor` on the run's optimizer and its first ``subset`` training examples. Adaptive
+    optimizers record nothing before their first step."""
+
+    subset: int | None = None
+    band: float = 0.15
+    catapult_ratio: float = 2.0
+    horizon: int = 200
+    window: int = 5
+    name: ClassVar[str] = "instability"
+    families: ClassVar[tuple[str, ...]] = ("instability",)
+
+    def __post_init__(self) -> None:
+        if self.subset is not None:
+            positive_int("probe.subset", self.subset)
+
+    def measure(self, state: TrainState) -> dict[str, float]:
+        if state.optimizer is None:
+            raise ConfigError("probe instability needs the run's optimizer (lmech's engine or a Tracker given one)")
+        memo = state.memo(self)
+        if "monitor" not in memo:
+            memo["monitor"] = InstabilityMonitor(state.optimizer, band=self.band, catapult_ratio=self.catapult_ratio,
+                                                 horizon=self.horizon, window=self.window)
+        f = memo["monitor"](state.step, state.model, state.loss_fn, state.x_train[:self.subset],
+                            state.y_train[:self.subset])
+        if f is None:
+            return {}
+        return {"instability/ratio": f.ratio, "instability/sharpness": f.sharpness,
+                "instability/threshold": f.threshold, "instability/growth": f.growth,
+                "instability/crossing_step": f.crossing_step, "instability/decay_crossing_step": f.decay_crossing_step,
+                "instability/alarm": float(f.alarm), "instability/kind": float(INSTABILITY_KINDS.index(f.kind)),
+                "instability/matvecs": float(f.matvecs)}
 
 
 @dataclass(frozen=True)

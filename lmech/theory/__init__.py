@@ -11,7 +11,7 @@ from .linearized import eigenmode_descent_loss, kernel_regression, linearized_gd
 from .loss_curves import MultiPowerFit, fit_loss_curve, fit_multi_power_law, multi_power_loss
 from .parameterization import BranchScaling, LayerScaling, branch_scaling, layer_scaling
 from .scaling import Extrapolation, ScalingFit, ScalingFitWarning, fit_scaling_law, leave_largest_out
-from .stability import adam_threshold, gd_threshold, heavy_ball_threshold, stability_threshold
+from .stability import adam_threshold, catapult_time, gd_threshold, heavy_ball_threshold, stability_threshold
 
 __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gradient", "solve_lcp",
            "nngp_ntk", "kernel_regression", "linearized_gd", "eigenmode_descent_loss", "EigenlearningResult", "eigenlearning",
@@ -22,4 +22,4 @@ __all__ = ["CentralFlowResult", "central_flow", "moving_average", "sharpness_gra
            "Extrapolation", "leave_largest_out", "fit_scaling_law", "MultiPowerFit", "fit_loss_curve",
            "fit_multi_power_law", "multi_power_loss", "Collapse", "Horizons", "collapse_statistics",
            "compute_optimal_horizons", "normalized_curves", "power_law_features_loss", "EnsemblePrediction",
-           "ensemble_predict", "linearized_laplace_variance", "ntk_predict"]
+           "ensemble_predict", "linearized_laplace_variance", "ntk_predict", "catapult_time"]
