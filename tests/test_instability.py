@@ -59,6 +59,8 @@ def test_forecast_of_the_crossing_from_a_geometric_rise():
     f = adam._forecast(0, 1.0, 1.0, 0.25, 3)  # preconditioner decay: ratio x beta2^(-t/2) reaches 1
     assert 0.25 * 0.999 ** (-f.decay_crossing_step / 2) == pytest.approx(1.0, rel=1e-12)
     assert math.isnan(f.growth) and math.isnan(f.crossing_step)  # one measurement: no trend yet
+    flat = adam._forecast(1, -1e-9, 1.0, -1e-9, 3)  # no positive curvature: stable, not a divergence
+    assert flat.kind == "stable" and not flat.alarm
 
 
 def test_the_monitor_alarms_before_the_loss_spike_detector_on_a_divergent_run():

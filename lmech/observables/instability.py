@@ -124,8 +124,10 @@ class InstabilityMonitor:
     def _forecast(self, step: int, sharpness: float, threshold: float, ratio: float,
                   matvecs: int) -> InstabilityForecast:
         nan = float("nan")
-        if not (math.isfinite(ratio) and ratio > 0):
+        if not math.isfinite(ratio):
             return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, "divergence", True, matvecs)
+        if ratio <= 0:  # no positive curvature (a saddle's top eigenvalue at rounding level): nothing to cross
+            return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, "stable", False, matvecs)
         self._history.append((step, math.log(ratio)))
         steps, logs = (np.array(v, float) for v in zip(*self._history))
         growth = float(np.polyfit(steps, logs, 1)[0]) if len(steps) >= 2 and np.ptp(steps) > 0 else nan
