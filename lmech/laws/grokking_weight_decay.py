@@ -116,7 +116,7 @@ class GrokkingWeightDecay(Law):
             norms.series.append(Series.of(label, norm_steps[norm_steps > 0], norm[norm_steps > 0], "curve", label))
             if not g.grokked or g.t_train is None:
                 labels.append(f"{label} ({'did not fit' if g.t_train is None else 'did not grok'} in {steps[-1]:.0f})")
-        sparsity = [_fourier_share(runs.one(decay=d, scale=a), s.p, step) for d, a in _runs(s) for step in (0, -1)]
+        peaks = np.array([_fourier_peaks(runs.one(decay=d, scale=a), s.p) for d, a in _runs(s)])  # (runs, init/end)
         checks = [Check("runs that fit the training set and grokked within their budget" +
                         (f" (not: {'; '.join(labels)})" if labels else ""), float(len(labels)), "= 0", not labels,
                         kind="data")]
@@ -129,8 +129,8 @@ class GrokkingWeightDecay(Law):
                             f"{', '.join(f'{t:.0f}' for t in t_decay)} steps)", kappa,
                             f"{_KAPPA:g} +- {_KAPPA_TOL:g}", error <= _KAPPA_TOL, headline=True))
         checks.append(Check(f"Fourier: a-embedding neurons' power share at their own strongest of {s.p // 2} "
-                            f"frequencies at the end (mean over runs; {np.mean(sparsity[0::2]):.2f} at init; 1 for "
-                            "single-cosine neurons)", float(np.mean(sparsity[1::2])), "reported", True, kind="info"))
+                            f"frequencies at the end (mean over runs; {peaks[:, 0].mean():.2f} at init; 1 for "
+                            "single-cosine neurons)", float(peaks[:, 1].mean()), "reported", True, kind="info"))
         checks.append(Check("t_grok x eta lambda (constant when kappa = 1)", float(np.nanmean(t_decay * s.lr * decays)),
                             "reported", True, kind="info"))
         law = Panel("t_grok against weight decay", "weight decay lambda", "t_grok (steps)", xscale="log",
@@ -170,9 +170,11 @@ class GrokkingWeightDecay(Law):
                             checks=checks, panels=panels)
 
 
-def _fourier_share(run, p: int, index: int) -> float:
-    """How much each neuron's embedding of residue ``a`` (the first ``p`` input columns of the first layer, at the
-    ``index``-th parameter snapshot) is one cosine (:func:`lmech.fourier_sparsity`'s ``dimension_peak``; Gromov 2023:
-    grokked MLP neurons are single-frequency)."""
-    steps, weights = run.array_series(f"param/{_EMBEDDING}")
-    return fourier_sparsity(np.asarray(weights[index], np.float64)[:, :p].T).dimension_peak
+def _fourier_peaks(run, p: int) -> tuple[float, float]:
+    """How much each neuron's embedding of residue ``a`` (the first ``p`` input columns of the first layer) is one
+    cosine at init and at the end (:func:`lmech.fourier_sparsity`'s ``dimension_peak``; Gromov 2023: grokked MLP
+    neurons are single-frequency)."""
+    _, weights = run.array_series(f"param/{_EMBEDDING}")
+    first, last = (fourier_sparsity(np.asarray(w, np.float64)[:, :p].T).dimension_peak
+                   for w in (weights[0], weights[-1]))
+    return first, last

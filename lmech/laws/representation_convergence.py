@@ -71,10 +71,10 @@ class RepresentationConvergence(Law):
               "limit of the trained representation is the NNGP kernel; the mean-field/muP limit, where features "
               "keep learning, is not measured here.")
     tolerance_note = (f"Claims: Spearman's rho of seed-pair debiased CKA against width, of mutual k-NN against width, "
-                      f"and of CKA against the pair's mean test accuracy (pairs resampled within each width) all positive with {_LEVEL:.0%} bootstrap "
-                      "intervals above 0; each trained network's deficit 1 - CKA(K_w, K_NNGP) falls with width "
-                      f"(interval below 0); the log-log slope of the init deficit against width within "
-                      f"{_SLOPE_TOL:g} of {_EXPONENT:g} (the error, pass at <= {_SLOPE_TOL:g}). Info: the trained "
+                      f"and of CKA against the pair's mean test accuracy (pairs resampled within each width) all "
+                      f"positive with {_LEVEL:.0%} bootstrap intervals above 0; each trained network's deficit "
+                      "1 - CKA(K_w, K_NNGP) falls with width (interval below 0); the log-log slope of the init "
+                      f"deficit against width within {_SLOPE_TOL:g} of {_EXPONENT:g} (the error, pass at <= {_SLOPE_TOL:g}). Info: the trained "
                       "deficit's slope (feature learning adds a shared, seed-independent shift at finite width).")
 
     settings = {"quick": Setting((64, 128, 256), 3, 1.0, 300, 300),
@@ -87,8 +87,8 @@ class RepresentationConvergence(Law):
                 for w in s.widths for seed in range(s.seeds)]
 
     def judge(self, runs: Runs, s: Setting) -> Verdict:
-        x = np.asarray(_system(s, s.widths[0], 0).data.load().x_train[:s.points], np.float64)
-        limit, _ = analytic_kernels(_system(s, s.widths[0], 0), x)
+        system = _system(s, s.widths[0], 0)
+        limit, _ = analytic_kernels(system, np.asarray(system.data.load().x_train[:s.points], np.float64))
         pair_w, pair_cka, pair_knn, pair_acc = [], [], [], []
         net_w, init_deficit, final_deficit = [], [], []
         for w in s.widths:
@@ -152,7 +152,8 @@ class RepresentationConvergence(Law):
             net_w, np.maximum(init_deficit, 1e-12), _EXPONENT, at=widths), "theory", "init"))
         accuracy = Panel("Seed-pair CKA against accuracy", "mean test accuracy of the pair", "debiased CKA")
         accuracy.series.append(Series.of("seed pairs", pair_acc, pair_cka, "measured", "cka"))
-        summary = (f"seed-pair CKA {per_width(pair_cka, pair_w)[0][0]:.2f} -> {per_width(pair_cka, pair_w)[0][-1]:.2f} "
+        mean_cka = per_width(pair_cka, pair_w)[0]
+        summary = (f"seed-pair CKA {mean_cka[0]:.2f} -> {mean_cka[-1]:.2f} "
                    f"from width {s.widths[0]} to {s.widths[-1]}; init deficit slope {init_slope:.2f} "
                    f"(predicted {_EXPONENT:g}), trained {final_slope:.2f}")
         return self.verdict(runs, metric="|init deficit slope + 1|", error=error, tolerance=_SLOPE_TOL,

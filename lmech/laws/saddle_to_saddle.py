@@ -113,8 +113,8 @@ class SaddleToSaddle(Law):
         ratio = measured / predicted
         worst = float(np.nanmax(np.abs(ratio - 1))) if np.isfinite(ratio).any() else float("inf")
         ordered = bool(np.all(np.diff(measured, axis=1) > 0))
-        shares = np.concatenate(rank_one) if rank_one else np.array([np.nan])
-        least_rank_one = float(np.min(shares)) if shares.size else float("nan")
+        shares = np.concatenate(rank_one)
+        least_rank_one = float(shares.min()) if shares.size else float("nan")  # nan: no drop was found
         checks = [
             Check(f"drops per run = target rank {rank} (found {sorted(set(counts))})", float(max(abs(c - rank)
                                                                                                    for c in counts)),
@@ -145,13 +145,12 @@ def _rank_one_shares(run, escapes: np.ndarray, last: int) -> np.ndarray:
     """``sigma_1^2 / ||dW||_F^2`` of every layer's change from the plateau before each drop to the plateau after it
     (the midpoints between escapes, in steps; Jacot et al. 2021: each saddle-to-saddle step grows one rank-one
     direction per layer)."""
-    names = sorted({n for _, n, _ in run.arrays if n.startswith("param/")})
+    layers = [run.array_series(n) for n in sorted({n for _, n, _ in run.arrays if n.startswith("param/")})]
     edges = np.r_[0.0, escapes, last]
     shares = []
     for i in range(len(escapes)):
         before, after = (edges[i] + edges[i + 1]) / 2, (edges[i + 1] + edges[i + 2]) / 2
-        for name in names:
-            steps, weights = run.array_series(name)
+        for steps, weights in layers:
             change = weights[np.argmin(np.abs(steps - after))] - weights[np.argmin(np.abs(steps - before))]
             sv = np.linalg.svd(np.asarray(change, np.float64), compute_uv=False)
             shares.append(sv[0] ** 2 / max(np.sum(sv ** 2), 1e-300))

@@ -35,11 +35,15 @@ def _rows(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _check_samples(n: int, debiased: bool) -> None:
+    if n < (4 if debiased else 2):
+        raise ValueError(f"{n} samples: the {'debiased' if debiased else 'biased'} CKA needs at least "
+                         f"{4 if debiased else 2}")
+
+
 def _pair(x: Any, y: Any, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
     x, y = _rows(x, y)
-    if len(x) < (4 if debiased else 2):
-        raise ValueError(f"{len(x)} samples: the {'debiased' if debiased else 'biased'} CKA needs at least "
-                         f"{4 if debiased else 2}")
+    _check_samples(len(x), debiased)
     return x, y
 
 
@@ -117,7 +121,7 @@ def _grams(k: Any, l: Any, debiased: bool) -> tuple[np.ndarray, np.ndarray]:
     if k.shape != l.shape or k.shape[0] != k.shape[1]:
         raise ValueError(f"kernel='precomputed' takes two square Gram matrices of one shape; got {k.shape} and "
                          f"{l.shape}")
-    _pair(k[:, :1], l[:, :1], debiased)  # the sample-count rule of the estimator
+    _check_samples(len(k), debiased)
     return k, l
 
 
