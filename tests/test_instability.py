@@ -51,16 +51,42 @@ def test_forecast_of_the_crossing_from_a_geometric_rise():
                        (torch.optim.SGD(model.parameters(), lr=0.1), False)):  # GD: progressive sharpening, no alarm
         monitor = InstabilityMonitor(opt, horizon=100)
         for step in (0, 10, 20):
-            f = monitor._forecast(step, 1.0, 1.0, 0.5 * math.exp(growth * step), 3)
+            f = monitor._forecast(step, 1.0, 1.0, 0.5 * math.exp(growth * step), 3, math.nan)
         assert f.growth == pytest.approx(growth, rel=1e-9)
         assert f.crossing_step == pytest.approx(math.log(2) / growth, rel=1e-9)  # 0.5 e^(g t) = 1
         assert f.kind == "stable" and f.alarm == alarm
     adam = InstabilityMonitor(torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999)))
-    f = adam._forecast(0, 1.0, 1.0, 0.25, 3)  # preconditioner decay: ratio x beta2^(-t/2) reaches 1
+    f = adam._forecast(0, 1.0, 1.0, 0.25, 3, math.nan)  # preconditioner decay: ratio x beta2^(-t/2) reaches 1
     assert 0.25 * 0.999 ** (-f.decay_crossing_step / 2) == pytest.approx(1.0, rel=1e-12)
     assert math.isnan(f.growth) and math.isnan(f.crossing_step)  # one measurement: no trend yet
-    flat = adam._forecast(1, -1e-9, 1.0, -1e-9, 3)  # no positive curvature: stable, not a divergence
+    flat = adam._forecast(1, -1e-9, 1.0, -1e-9, 3, math.nan)  # no positive curvature: stable, not a divergence
     assert flat.kind == "stable" and not flat.alarm
+
+
+def test_gd_forecast_of_the_spike_time_from_the_top_mode():
+    """On the quadratic the top mode's share of the loss is the residual's projection on the top input direction, and
+    GD's loss first doubles within a step of the forecast ``ln(2 / p) / (2 ln(eta S - 1))``."""
+    model, x, y = _quadratic()
+    lr = 2 * 1.5 / max(SPECTRUM)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    f = InstabilityMonitor(opt)(0, model, half_mse, x, y)
+    with torch.no_grad():
+        r = (model(x) - y)[:, 0]
+        top_direction = x[:, 0] / x[:, 0].norm()  # the inputs' columns are orthogonal; the first has variance 4
+        expected = float((r @ top_direction) ** 2 / (r @ r))
+    assert f.top_fraction == pytest.approx(expected, rel=1e-5)
+    assert f.event_step == pytest.approx(math.log(2 / expected) / (2 * math.log(lr * 4.0 - 1)), rel=1e-5)
+    losses = []
+    for _ in range(40):
+        loss = half_mse(model(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    doubled = next(t for t, v in enumerate(losses) if v > 2 * losses[0])
+    assert abs(doubled - f.event_step) <= 1
+    adam = InstabilityMonitor(torch.optim.Adam(model.parameters(), lr=1e-3))
+    assert math.isnan(adam._forecast(0, 1.0, 1.0, 1.5, 3, math.nan).event_step)  # no forecast off plain GD
 
 
 def test_the_monitor_alarms_before_the_loss_spike_detector_on_a_divergent_run():

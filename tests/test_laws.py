@@ -6,9 +6,10 @@ from conftest import distorted
 from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
 
 
-# honest quick failures, pinned with their numbers elsewhere: ntk-lazy-limit (tests/test_kernel_laws.py) and
-# mup-coord-check, whose transformer queries leave the muP prediction after step 2 (tests/test_mup_coord_check_law.py)
-_KNOWN_FAILS = ("ntk-lazy-limit", "mup-coord-check")
+# honest quick failures, pinned with their numbers elsewhere: ntk-lazy-limit (tests/test_kernel_laws.py),
+# mup-coord-check, whose transformer queries leave the muP prediction after step 2 (tests/test_mup_coord_check_law.py),
+# and instability-early-warning, whose Adam alarm fires at the edge of stability (tests/test_instability_law.py)
+_KNOWN_FAILS = ("ntk-lazy-limit", "mup-coord-check", "instability-early-warning")
 
 
 @pytest.mark.parametrize("law_id", [law for law in LAWS if law not in _KNOWN_FAILS])

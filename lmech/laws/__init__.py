@@ -1,8 +1,8 @@
 """Laws: executable claims of learning mechanics, and the atlas that registers them."""
 from . import (batch_scaling, catapult, central_flow, conservation_laws, critical_batch, dln_saxe_modes,  # noqa: F401
                depth_transfer, edge_of_stability, eigenlearning_curves, feature_ansatz, grokking_weight_decay,
-               heavy_tailed_spectra, kernel_scaling_exponent, lazy_rich, mup_coord_check, mup_transfer,
-               neural_collapse, nngp_monte_carlo, ntk_ensemble_variance, ntk_lazy_limit, optimizer_eos,
+               heavy_tailed_spectra, instability_early_warning, kernel_scaling_exponent, lazy_rich, mup_coord_check,
+               mup_transfer, neural_collapse, nngp_monte_carlo, ntk_ensemble_variance, ntk_lazy_limit, optimizer_eos,
                quanta_multitask_parity, representation_convergence, saddle_to_saddle, scaling_collapse,
                scaling_extrapolation, transformer_transfer)  # (registration)
 from ..engine.experiment import Experiment

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..systems import MLP, ConfigError, System
+from ..systems import MLP, ConfigError, LearningRule, System, Task
 from ..systems.networks import activation_gain
+from ..systems.system import Data
 from ..theory.kernels import nngp_ntk
 
 
@@ -31,3 +32,12 @@ def analytic_kernels(system: System, x1: np.ndarray, x2: np.ndarray | None = Non
 def weight_std(system: System) -> float:
     """``w_std`` of lmech's MLP init: ``init_scale`` times the gain (sqrt(2) for relu, else 1)."""
     return system.rule.init_scale * activation_gain(system.architecture.activation)
+
+
+def ntk_sharpness(arch: MLP, data: Data) -> float:
+    """``lambda0 = lambda_max(Theta) / n``: the initial sharpness of the 1/(2n) squared loss at infinite width, from
+    the analytic NTK ``Theta`` on the training inputs (the Gauss-Newton part of the Hessian, ``J^T J / n``, has the
+    nonzero eigenvalues of ``Theta / n``; the residual part vanishes as the width grows)."""
+    probe = System(arch, data, Task("mse"), LearningRule(lr=1.0, steps=0))
+    x = data.load().x_train
+    return float(np.linalg.eigvalsh(analytic_kernels(probe, x)[1])[-1] / len(x))

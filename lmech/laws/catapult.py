@@ -12,7 +12,7 @@ from ..report.verdict import Check, Panel, Series, Verdict
 from ..store.result import DIVERGED, RunResult
 from ..store.runs import Runs
 from ..systems import MLP, Digits, LearningRule, System, Task
-from ._kernels import analytic_kernels
+from ._kernels import ntk_sharpness
 from .base import Law
 from .registry import register
 
@@ -36,15 +36,6 @@ def _system(s: Setting, c: float) -> System:
     arch = MLP(width=s.width, depth=1, activation="linear", bias=False, parameterization="ntk")
     data = Digits(n_train=s.n_train, n_test=0, target="parity")
     return System(arch, data, Task("mse"), LearningRule(lr=c * 2 / ntk_sharpness(arch, data), steps=s.steps))
-
-
-def ntk_sharpness(arch: MLP, data: Digits) -> float:
-    """``lambda0 = lambda_max(Theta) / n``: the initial sharpness of the 1/(2n) squared loss at infinite width, from
-    the analytic NTK ``Theta`` on the training inputs (the Gauss-Newton part of the Hessian, ``J^T J / n``, has the
-    nonzero eigenvalues of ``Theta / n``; the residual part vanishes as the width grows)."""
-    probe = System(arch, data, Task("mse"), LearningRule(lr=1.0, steps=0))
-    x = data.load().x_train
-    return float(np.linalg.eigvalsh(analytic_kernels(probe, x)[1])[-1] / len(x))
 
 
 def _classify(run: RunResult) -> str:

@@ -19,9 +19,14 @@ arXiv:2103.00065; Cohen et al. 2022, arXiv:2207.14484):
 - ``r > 1 + band``: beyond what self-stabilization absorbs. ``"catapult"`` up to ``catapult_ratio`` (the loss rises,
   the curvature falls below the threshold, training goes on: Lewkowycz et al. 2020, arXiv:2003.02218, where
   ``eta < 4/lambda_0``, i.e. ``r < 2``, for the two-layer linear model), ``"divergence"`` above it. Both alarm.
+  Under plain GD the forecast also says when: the quadratic model's top mode holds the loss ``E = (g . u)^2 / (2 S)``
+  (``g`` the gradient, ``u`` the top eigenvector) and grows by ``(eta S - 1)^2`` per step, so the loss reaches
+  ``spike_factor`` times its current value after ``ln(spike_factor L / E) / (2 ln(eta S - 1))`` steps (REFERENCE
+  2.19, the catapult's lead time).
 
 The detectors (:class:`LossSpike`, :class:`GradNormZScore`, :class:`NonFinite`) share one call,
-``detector(step, loss=..., grad_norm=...) -> bool``, and record their alarm steps, as the monitor does.
+``detector(step, loss=..., grad_norm=...) -> bool``, and record their alarm steps, as the monitor does, and the
+``(step, statistic)`` each alarm rule compares with its threshold (for ROC curves).
 """
 from __future__ import annotations
 
@@ -46,8 +51,10 @@ _ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
 class InstabilityForecast:
     """One measurement: ``ratio = sharpness / threshold``; ``growth`` (per step, of ``log ratio``; NaN with fewer than
     two measurements); ``crossing_step`` (forecast step where ``ratio`` reaches 1, NaN if not rising or crossed);
-    ``decay_crossing_step`` (Adam's fastest crossing by preconditioner decay, NaN otherwise); ``kind`` (one of
-    ``KINDS``); ``alarm``; ``matvecs`` (Hessian-vector products this measurement took)."""
+    ``decay_crossing_step`` (Adam's fastest crossing by preconditioner decay, NaN otherwise); ``event_step`` (plain
+    GD above the threshold: the forecast step of the loss spike, NaN otherwise); ``top_fraction`` (plain GD: the
+    share ``E / L`` of the loss in the top mode, NaN otherwise); ``kind`` (one of ``KINDS``); ``alarm``; ``matvecs``
+    (Hessian-vector products this measurement took)."""
 
     step: int
     sharpness: float
@@ -56,6 +63,8 @@ class InstabilityForecast:
     growth: float
     crossing_step: float
     decay_crossing_step: float
+    event_step: float
+    top_fraction: float
     kind: str
     alarm: bool
     matvecs: int
@@ -73,11 +82,13 @@ class InstabilityMonitor:
 
     ``band``: how far above the threshold the edge of stability may hover; ``catapult_ratio``: the ratio above which
     the event is a divergence; ``horizon``: how many steps ahead an adaptive optimizer's crossing alarms; ``window``:
-    measurements in the growth fit. Each call costs one warm-started Lanczos run (``matvecs`` HVPs, usually a few).
+    measurements in the growth fit; ``spike_factor``: the loss rise whose time plain GD's forecast gives. Each call
+    costs one warm-started Lanczos run (``matvecs`` HVPs, usually a few), and one gradient under plain GD.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, band: float = 0.15, catapult_ratio: float = 2.0,
-                 horizon: int = 200, window: int = 5, tol: float = 1e-3, max_matvecs: int = 100) -> None:
+                 horizon: int = 200, window: int = 5, spike_factor: float = 2.0, tol: float = 1e-3,
+                 max_matvecs: int = 100) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ConfigError(f"optimizer must be a torch.optim.Optimizer; got {type(optimizer).__name__}")
         try:
@@ -89,8 +100,13 @@ class InstabilityMonitor:
             raise ConfigError(f"catapult_ratio={catapult_ratio!r} must exceed 1 + band = {1 + band:g}")
         positive_int("horizon", horizon)
         positive_int("window", window, minimum=2)
+        if not spike_factor > 1:
+            raise ConfigError(f"spike_factor={spike_factor!r} must exceed 1 (a rise of the loss)")
+        self.spike_factor = spike_factor
         self.optimizer, self.band, self.catapult_ratio, self.horizon = optimizer, band, catapult_ratio, horizon
         self.adaptive = isinstance(optimizer, _ADAPTIVE)
+        self.plain_gd = type(optimizer) is torch.optim.SGD and all(
+            g.get("momentum", 0) == 0 for g in optimizer.param_groups)
         self._tracker = SharpnessTracker(tol=tol, max_matvecs=max_matvecs)
         self._history: deque[tuple[int, float]] = deque(maxlen=window)
         self.forecasts: list[InstabilityForecast] = []
@@ -112,26 +128,33 @@ class InstabilityMonitor:
             res = self._tracker(model, loss_fn, x, y, self.optimizer if self.adaptive else None) if finite else None
         except np.linalg.LinAlgError:  # non-finite curvature products: the run has already blown up
             res = None
+        top = float("nan")
         if res is None:  # an outcome, not a crash; the next call starts cold
             self._tracker.last = None
             sharpness, matvecs = float("nan"), 0
         else:
             sharpness, matvecs = float(res.values[0]), int(res.matvecs)
-        forecast = self._forecast(int(step), sharpness, threshold, sharpness / threshold, matvecs)
+            if self.plain_gd and sharpness > 0:
+                top = _top_mode_fraction(model, loss_fn, x, y, res.vectors[0], sharpness)
+        forecast = self._forecast(int(step), sharpness, threshold, sharpness / threshold, matvecs, top)
         self.forecasts.append(forecast)
         return forecast
 
-    def _forecast(self, step: int, sharpness: float, threshold: float, ratio: float,
-                  matvecs: int) -> InstabilityForecast:
+    def _forecast(self, step: int, sharpness: float, threshold: float, ratio: float, matvecs: int,
+                  top: float) -> InstabilityForecast:
         nan = float("nan")
         if not math.isfinite(ratio):
-            return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, "divergence", True, matvecs)
+            return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, nan, top, "divergence", True,
+                                       matvecs)
         if ratio <= 0:  # no positive curvature (a saddle's top eigenvalue at rounding level): nothing to cross
-            return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, "stable", False, matvecs)
+            return InstabilityForecast(step, sharpness, threshold, ratio, nan, nan, nan, nan, top, "stable", False,
+                                       matvecs)
         self._history.append((step, math.log(ratio)))
         steps, logs = (np.array(v, float) for v in zip(*self._history))
         growth = float(np.polyfit(steps, logs, 1)[0]) if len(steps) >= 2 and np.ptp(steps) > 0 else nan
-        crossing = decay = nan
+        crossing = decay = event = nan
+        if ratio > 1 and top > 0:  # plain GD: the top mode grows by (eta S - 1)^2 = (2 ratio - 1)^2 per step
+            event = step + max(math.log(self.spike_factor / top), 0.0) / (2 * math.log(2 * ratio - 1))
         if ratio < 1:
             kind = "stable"
             if growth > 0:
@@ -144,8 +167,21 @@ class InstabilityMonitor:
             kind, alarm = "edge-of-stability", False
         else:
             kind, alarm = ("catapult" if ratio <= self.catapult_ratio else "divergence"), True
-        return InstabilityForecast(step, sharpness, threshold, ratio, growth, crossing, decay, kind, bool(alarm),
-                                   matvecs)
+        return InstabilityForecast(step, sharpness, threshold, ratio, growth, crossing, decay, event, top, kind,
+                                   bool(alarm), matvecs)
+
+
+def _top_mode_fraction(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor,
+                       sharpness: float) -> float:
+    """``E / L`` with ``E = (g . u)^2 / (2 S)``: the quadratic model's loss in the top mode (``L = sum_i lambda_i
+    c_i^2 / 2`` and ``g . u_i = lambda_i c_i``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(loss, params)
+    g = torch.cat([t.reshape(-1) for t in grads]).to(u.dtype)
+    value = float(loss.detach())
+    return float((g @ u) ** 2 / (2 * sharpness)) / value if value > 0 and math.isfinite(value) else float("nan")
 
 
 @dataclass
@@ -156,6 +192,7 @@ class LossSpike:
     factor: float = 2.0
     window: int | None = None
     alarms: list[int] = field(default_factory=list)
+    scores: list[tuple[int, float]] = field(default_factory=list)  # loss / min of those before it
     _seen: deque = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -165,6 +202,8 @@ class LossSpike:
         self._seen = deque(maxlen=self.window)
 
     def __call__(self, step: int, *, loss: float, grad_norm: float | None = None) -> bool:
+        score = loss / min(self._seen) if self._seen and min(self._seen) > 0 else float("nan")
+        self.scores.append((int(step), score if math.isfinite(loss) else math.inf))
         alarm = bool(self._seen) and math.isfinite(loss) and loss > self.factor * min(self._seen)
         if math.isfinite(loss):
             self._seen.append(loss)
@@ -182,6 +221,7 @@ class GradNormZScore:
     window: int = 50
     min_history: int = 10
     alarms: list[int] = field(default_factory=list)
+    scores: list[tuple[int, float]] = field(default_factory=list)  # the z-score (NaN before min_history norms)
     _seen: deque = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -191,10 +231,12 @@ class GradNormZScore:
         self._seen = deque(maxlen=self.window)
 
     def __call__(self, step: int, *, loss: float | None = None, grad_norm: float) -> bool:
-        alarm = False
+        alarm, score = False, float("nan")
         if len(self._seen) >= self.min_history:
             mean, sd = float(np.mean(self._seen)), float(np.std(self._seen))
-            alarm = not math.isfinite(grad_norm) or (sd > 0 and (grad_norm - mean) / sd > self.z)
+            score = math.inf if not math.isfinite(grad_norm) else (grad_norm - mean) / sd if sd > 0 else float("nan")
+            alarm = not math.isfinite(grad_norm) or (sd > 0 and score > self.z)
+        self.scores.append((int(step), score))
         if math.isfinite(grad_norm):
             self._seen.append(grad_norm)
         if alarm:
@@ -207,9 +249,11 @@ class NonFinite:
     """Alarm on a NaN or infinite loss (or gradient norm): the NaN stopper."""
 
     alarms: list[int] = field(default_factory=list)
+    scores: list[tuple[int, float]] = field(default_factory=list)  # 1 for a non-finite value, else 0
 
     def __call__(self, step: int, *, loss: float, grad_norm: float | None = None) -> bool:
         alarm = not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm))
+        self.scores.append((int(step), float(alarm)))
         if alarm:
             self.alarms.append(int(step))
         return alarm

@@ -203,8 +203,9 @@ class Sharpness(Probe):
 class Instability(Probe):
     """``instability/ratio`` (sharpness over the optimizer's stability threshold), ``instability/sharpness``,
     ``instability/threshold``, ``instability/growth``, ``instability/crossing_step``,
-    ``instability/decay_crossing_step``, ``instability/alarm`` (1 or 0), ``instability/kind`` (the index of the
-    forecast's kind in ``("stable", "edge-of-stability", "catapult", "divergence")``) and ``instability/matvecs``:
+    ``instability/decay_crossing_step``, ``instability/event_step``, ``instability/top_fraction``,
+    ``instability/alarm`` (1 or 0), ``instability/kind`` (the index of the forecast's kind in ``("stable",
+    "edge-of-stability", "catapult", "divergence")``) and ``instability/matvecs``:
     :class:`~lmech.InstabilityMonitor` on the run's optimizer and its first ``subset`` training examples. Adaptive
     optimizers record nothing before their first step."""
 
@@ -234,6 +235,7 @@ class Instability(Probe):
         return {"instability/ratio": f.ratio, "instability/sharpness": f.sharpness,
                 "instability/threshold": f.threshold, "instability/growth": f.growth,
                 "instability/crossing_step": f.crossing_step, "instability/decay_crossing_step": f.decay_crossing_step,
+                "instability/event_step": f.event_step, "instability/top_fraction": f.top_fraction,
                 "instability/alarm": float(f.alarm), "instability/kind": float(INSTABILITY_KINDS.index(f.kind)),
                 "instability/matvecs": float(f.matvecs)}
 
