@@ -42,13 +42,17 @@ def distorted(runs, name_prefix, change):
 
 # Quick-scale sweeps of about a hundred runs each (about 40 s apiece on 2 cores), the quanta law's 12 runs of 4000
 # Adam steps (about 30 s in one process), grokking's 4700 full-batch AdamW steps (about 35 s) and neural collapse's
-# 8000 steps of a width-256 MLP (about 17 s): their law tests run in CI's second stage (`make test-slow`, marked
-# slow), which keeps the default suite under 5 minutes. ntk-lazy-limit's ten wide runs (about 30 s) are marked slow
+# 8000 steps of a width-256 MLP (about 17 s), and issue 16's instability-early-warning (15 runs with a sharpness
+# probe, about 15 s), prior-teacher-calibration (256 ensemble runs, about 17 s) and variance-ood-detection (64 runs of
+# 200 steps, about 45 s): their law tests run in CI's second stage (`make test-slow`, marked slow), which keeps the
+# default suite under 5 minutes. ntk-lazy-limit's ten wide runs (about 30 s) are marked slow
 # at their test (tests/test_kernel_laws.py).
 _SLOW_LAWS = ("mup-lr-transfer", "transformer-mup-transfer", "depth-mup-transfer", "quanta-multitask-parity",
-              "grokking-weight-decay", "neural-collapse")
+              "grokking-weight-decay", "neural-collapse", "instability-early-warning", "prior-teacher-calibration",
+              "variance-ood-detection")
 _SLOW_LAW_FILES = ("test_mup_transfer_law.py", "test_transformer_transfer_law.py", "test_depth_transfer_law.py",
-                   "test_grokking_weight_decay_law.py", "test_neural_collapse_law.py")
+                   "test_grokking_weight_decay_law.py", "test_neural_collapse_law.py", "test_instability_law.py",
+                   "test_prior_teacher_law.py", "test_variance_ood_law.py")
 
 
 def pytest_collection_modifyitems(items):

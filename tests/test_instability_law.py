@@ -65,6 +65,7 @@ def gd_only():
     return law, dataclasses.replace(law.setting("quick"), gd_grid=(0.8, 1.6), gd_steps=40, adam_lrs=())
 
 
+@pytest.mark.slow
 def test_gd_only_law_passes_and_fails_with_a_threshold_three_times_too_low(gd_only, monkeypatch):
     law, s = gd_only
     verdict = law.judge(run_experiments(law.design(s)), s)

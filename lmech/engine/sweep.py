@@ -32,6 +32,8 @@ def batch_key(exp) -> str | None:
         return None
     if exp.system.rule.weight_decay or exp.system.rule.optimizer == "adamw":
         return None  # the stacked optimizers have no weight decay
+    if exp.system.rule.train != "all":
+        return None  # and train every parameter
     system = exp.system.to_dict()
     system["rule"] = {k: v for k, v in system["rule"].items() if k not in ("lr", "seed")}
     system["data"] = {k: v for k, v in system["data"].items() if k != "seed"}

@@ -95,8 +95,18 @@ def initial_state(system: System, device: str | torch.device = "cpu") -> TrainSt
     model = build_model(system.architecture, data, init=rule.init, init_scale=rule.init_scale,
                         seed=rule.seed, dtype=dtype).to(device)
     groups = parametrized_groups(system, model)
+    if rule.train == "readout":
+        freeze_all_but_readout(model)
     return TrainState(0, model, system.task.loss_fn, tensor(data.x_train), y_train, tensor(data.x_test), y_test,
                       data.n_classes is not None, snapshot(model), param_groups=groups)
+
+
+def freeze_all_but_readout(model: torch.nn.Module) -> None:
+    """``requires_grad = False`` on every parameter but those of the module that owns the last one (the readout)."""
+    names = [n for n, _ in model.named_parameters()]
+    owner = names[-1].rpartition(".")[0]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.rpartition(".")[0] == owner)
 
 
 def parametrized_groups(system: System, model: torch.nn.Module) -> list[dict] | None:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..systems._validate import ConfigError, positive_float, positive_int
-from .stability import stability_threshold
+from .stability import catapult_time, stability_threshold
 from ._params import LossFn
 from .sharpness import SharpnessTracker
 
@@ -153,8 +153,8 @@ class InstabilityMonitor:
         steps, logs = (np.array(v, float) for v in zip(*self._history))
         growth = float(np.polyfit(steps, logs, 1)[0]) if len(steps) >= 2 and np.ptp(steps) > 0 else nan
         crossing = decay = event = nan
-        if ratio > 1 and top > 0:  # plain GD: the top mode grows by (eta S - 1)^2 = (2 ratio - 1)^2 per step
-            event = step + max(math.log(self.spike_factor / top), 0.0) / (2 * math.log(2 * ratio - 1))
+        if ratio > 1 and top > 0:  # plain GD, eta S = 2 ratio; a share past 1 (beyond the quadratic model) counts as 1
+            event = step + catapult_time(2 * ratio, 1.0, loss_fraction=min(top, 1.0), factor=self.spike_factor)
         if ratio < 1:
             kind = "stable"
             if growth > 0:

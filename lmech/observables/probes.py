@@ -270,7 +270,8 @@ class Kernels(Probe):
     (kernel-target alignment) and ``kernels/distance`` (kernel distance from the first measurement).
     With ``ntk=False`` only ``kernels/readout`` is recorded: a forward pass, no Jacobian. With ``test_points > 0``
     the array ``kernels/ntk_test_train`` holds the NTK between the first ``test_points`` test inputs and the
-    ``points`` training inputs (what a linearized model needs to predict on the test set)."""
+    ``points`` training inputs (what a linearized model needs to predict on the test set) and ``kernels/ntk_test``
+    the NTK among those test inputs (what its predictive variance needs, e.g. a linearized Laplace)."""
 
     points: int = 64
     ntk: bool = True
@@ -292,8 +293,9 @@ class Kernels(Probe):
                "kernels/ntk_eig/0": float(ntk_eigenvalues(ntk, 1)[0]), "kernels/alignment": kernel_target_alignment(ntk, y),
                "kernels/distance": kernel_distance(initial, ntk)}
         if self.test_points:
-            out["kernels/ntk_test_train"] = empirical_ntk(state.model, state.x_test[:self.test_points], x,
-                                                          trace_outputs=True)
+            x_test = state.x_test[:self.test_points]
+            out["kernels/ntk_test_train"] = empirical_ntk(state.model, x_test, x, trace_outputs=True)
+            out["kernels/ntk_test"] = empirical_ntk(state.model, x_test, trace_outputs=True)
         return out
 
 

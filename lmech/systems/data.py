@@ -150,6 +150,14 @@ def _split(x: np.ndarray, y: np.ndarray, n_train: int, n_test: int, seed: int) -
 
 
 @lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data / 16.0, bunch.target.astype(np.int64)
+
+
+@lru_cache(maxsize=1)
 def _mnist1d_arrays() -> tuple[np.ndarray, ...]:
     from mnist1d.data import get_dataset_args, make_dataset  # procedural: no download
 
@@ -193,27 +201,89 @@ class Digits:
 
     ``target="class"``: the 10 class labels; ``target="parity"``: a scalar regression target
     ``y = +1`` for even digits and ``-1`` for odd ones (the binary task of kernel-regression checks).
+    ``train_classes``: train on those digits only, test on every digit (a covariate shift: out-of-distribution
+    inputs); ``info["test_digits"]`` holds the test points' digits.
     """
 
     n_train: int = 1000
     n_test: int = 797
     seed: int = 0
     target: str = "class"
+    train_classes: tuple[int, ...] | None = None
     kind: ClassVar[str] = "digits"
 
     def __post_init__(self) -> None:
+        if self.train_classes is not None:
+            object.__setattr__(self, "train_classes", tuple(sorted(set(self.train_classes))))
         check_types(self, "data")
         _check_split(self.kind, self.n_train, self.n_test, available=1797)
         one_of("data.target", self.target, ("class", "parity"))
+        if self.train_classes is not None and not (self.train_classes and set(self.train_classes) <= set(range(10))):
+            raise ConfigError(f"data.train_classes={self.train_classes!r} must be digits in 0-9 (or None for all)")
 
     def load(self) -> Dataset:
-        from sklearn.datasets import load_digits
+        x, digit = _digits_arrays()
+        y = np.where(digit % 2 == 0, 1.0, -1.0)[:, None] if self.target == "parity" else digit
+        classes = None if self.target == "parity" else 10
+        if self.train_classes is None:
+            x_tr, y_tr, x_te, y_te = _split(x, y, self.n_train, self.n_test, self.seed)
+            return Dataset(x_tr, y_tr, x_te, y_te, classes)
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(x))
+        tr = order[np.isin(digit[order], self.train_classes)][: self.n_train]
+        te = rng.permutation(np.setdiff1d(order, tr))[: self.n_test]  # every digit, in its share
+        if len(tr) < self.n_train:
+            raise ConfigError(f"data.n_train={self.n_train} exceeds the {len(tr)} digits of classes "
+                              f"{self.train_classes}; lower n_train")
+        return Dataset(x[tr], y[tr], x[te], y[te], classes, {"test_digits": digit[te]})
 
-        bunch = load_digits()
-        x, y = bunch.data / 16.0, bunch.target.astype(np.int64)
-        if self.target == "parity":
-            return Dataset(*_split(x, np.where(y % 2 == 0, 1.0, -1.0)[:, None], self.n_train, self.n_test, self.seed))
-        return Dataset(*_split(x, y, self.n_train, self.n_test, self.seed), 10)
+
+@dataclass(frozen=True)
+class DigitsPriorTeacher:
+    """scikit-learn digits inputs (as :class:`Digits`) with targets drawn from the infinite-width prior of a bias-free
+    one-hidden-layer ReLU MLP with ``w_std = sqrt 2`` in every layer (lmech's ``MLP(depth=1, bias=False)`` at
+    ``init_scale`` 1): a teacher for calibration checks (He, Lakshminarayanan & Teh 2020, arXiv:2007.05864).
+
+    A random network of ``teacher_width`` units, ``h = sqrt 2 W x / sqrt d`` with standard-normal ``W`` and ``v``:
+    ``kernel="nngp"`` takes its output ``f = sqrt 2 v . relu(h) / sqrt width``, whose covariance over draws is the
+    NNGP kernel ``K`` exactly (at any width; Gaussian as the width grows); ``kernel="ntk"`` its tangent in a random
+    direction ``z`` of parameter space, ``J(x) . z``, whose covariance is the NTK ``Theta``. ``teacher_seed`` draws
+    the teacher; ``seed`` the split. No label noise.
+    """
+
+    kernel: str = "nngp"
+    teacher_width: int = 16384
+    n_train: int = 100
+    n_test: int = 100
+    seed: int = 0
+    teacher_seed: int = 0
+    kind: ClassVar[str] = "digits_prior_teacher"
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
+        one_of("data.kernel", self.kernel, ("nngp", "ntk"))
+        positive_int("data.teacher_width", self.teacher_width)
+        positive_int("data.teacher_seed", self.teacher_seed, minimum=0)
+        _check_split(self.kind, self.n_train, self.n_test, available=1797)
+
+    def load(self) -> Dataset:
+        x, y = _prior_teacher(self)
+        n = self.n_train
+        return Dataset(x[:n].copy(), y[:n, None].copy(), x[n:].copy(), y[n:, None].copy(), None, {"kernel": self.kernel})
+
+
+@lru_cache(maxsize=8)  # an ensemble's seeds share one teacher
+def _prior_teacher(config: DigitsPriorTeacher) -> tuple[np.ndarray, np.ndarray]:
+    inputs = Digits(config.n_train, config.n_test, config.seed, target="parity").load()
+    x = np.concatenate([inputs.x_train, inputs.x_test])
+    rng = np.random.default_rng(config.teacher_seed)
+    width, d = config.teacher_width, x.shape[1]
+    w, v = rng.standard_normal((width, d)), rng.standard_normal(width)
+    h = np.sqrt(2.0 / d) * x @ w.T
+    if config.kernel == "nngp":
+        return x, np.sqrt(2.0 / width) * np.maximum(h, 0) @ v
+    z_v, z_w = rng.standard_normal(width), rng.standard_normal((width, d))  # J(x) . z: readout and hidden tangents
+    return x, np.sqrt(2.0 / width) * (np.maximum(h, 0) @ z_v + ((h > 0) * v * (np.sqrt(2.0 / d) * x @ z_w.T)).sum(1))
 
 
 _INDEX_FUNCTIONS = {
@@ -443,5 +513,5 @@ class PowerLawFeatures:
         return Dataset(x[:n], y[:n], x[n:], y[n:], None, {"variances": lam, "beta": beta, "tail": self.tail()})
 
 
-DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic,
-                                      CircleFourier, MultitaskParity, PowerLawFeatures)}
+DATASETS = {cls.kind: cls for cls in (WhitenedLinear, TeacherStudent, MNIST1D, Digits, DigitsPriorTeacher, MultiIndex,
+                                      ModularArithmetic, CircleFourier, MultitaskParity, PowerLawFeatures)}

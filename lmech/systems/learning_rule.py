@@ -12,6 +12,7 @@ from ._validate import ConfigError, check_types, in_unit_interval, one_of, posit
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear", "wsd")
 INITS = ("normal", "aligned", "symmetric")
+TRAINED = ("all", "readout")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -39,6 +40,8 @@ class LearningRule:
     decoupled initial condition of Saxe et al. (2014). ``init="symmetric"`` (MLPs, even width) pairs
     the second half of the last hidden layer with the first and negates its readout, so ``f(x; theta_0) = 0``
     exactly (Chizat, Oyallon & Bach 2019, arXiv:1812.07956). ``steps=0`` measures the init only.
+    ``train="readout"`` trains the last layer only (the others stay at their init: random features, whose infinite
+    ensemble trained to convergence is the NNGP posterior; Lee et al. 2019, arXiv:1902.06720).
     """
 
     lr: float
@@ -56,6 +59,7 @@ class LearningRule:
     warmup: int = 0
     decay_fraction: float = 0.2
     weight_decay: float = 0.0
+    train: str = "all"
 
     def __post_init__(self) -> None:
         check_types(self, "rule")
@@ -76,6 +80,7 @@ class LearningRule:
             in_unit_interval("rule.betas[i]", b)
         positive_float("rule.eps", self.eps, allow_zero=True)
         one_of("rule.init", self.init, INITS)
+        one_of("rule.train", self.train, TRAINED)
         positive_float("rule.init_scale", self.init_scale)
         positive_int("rule.seed", self.seed, minimum=0)
         one_of("rule.dtype", self.dtype, tuple(DTYPES))

@@ -9,13 +9,14 @@ from typing import Any, Union
 
 from ._validate import ConfigError, one_of
 from .architecture import ARCHITECTURES, MLP, DeepLinear, ResidualMLP, Transformer
-from .data import DATASETS, MNIST1D, CircleFourier, MultitaskParity, PowerLawFeatures, Digits, ModularArithmetic, MultiIndex, TeacherStudent, WhitenedLinear
+from .data import (DATASETS, MNIST1D, CircleFourier, Digits, DigitsPriorTeacher, ModularArithmetic, MultiIndex,
+                   MultitaskParity, PowerLawFeatures, TeacherStudent, WhitenedLinear)
 from .learning_rule import LearningRule
 from .task import Task
 
 Architecture = Union[MLP, DeepLinear, ResidualMLP, Transformer]
-Data = Union[WhitenedLinear, TeacherStudent, MNIST1D, Digits, MultiIndex, ModularArithmetic, CircleFourier,
-             MultitaskParity, PowerLawFeatures]
+Data = Union[WhitenedLinear, TeacherStudent, MNIST1D, Digits, DigitsPriorTeacher, MultiIndex, ModularArithmetic,
+             CircleFourier, MultitaskParity, PowerLawFeatures]
 
 SCHEMA_VERSION = 1
 
