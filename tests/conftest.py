@@ -44,7 +44,7 @@ def distorted(runs, name_prefix, change):
 # Adam steps (about 30 s in one process), grokking's 4700 full-batch AdamW steps (about 35 s) and neural collapse's
 # 8000 steps of a width-256 MLP (about 17 s), and issue 16's instability-early-warning (15 runs with a sharpness
 # probe, about 15 s), prior-teacher-calibration (256 ensemble runs, about 17 s) and variance-ood-detection (64 runs of
-# 200 steps, about 45 s): their law tests run in CI's second stage (`make test-slow`, marked slow), which keeps the
+# 200 steps, about 21 s): their law tests run in CI's second stage (`make test-slow`, marked slow), which keeps the
 # default suite under 5 minutes. ntk-lazy-limit's ten wide runs (about 30 s) are marked slow
 # at their test (tests/test_kernel_laws.py).
 _SLOW_LAWS = ("mup-lr-transfer", "transformer-mup-transfer", "depth-mup-transfer", "quanta-multitask-parity",

@@ -243,9 +243,8 @@ def _forecast_rows(keys, ordered: list[RunResult], events: list[Event]) -> list[
 def _ratio_panels(keys, ordered: list[RunResult], events: list[Event]) -> list[Panel]:
     panels = []
     for family in dict.fromkeys(_family(k) for k in keys):
-        panel = Panel(f"{family}: sharpness / threshold (dots: alarms; crosses at 1: events)", "step", "S / T",
-                      yscale="log")
-        alarm_x, alarm_y, event_x = [], [], []
+        panel = Panel(f"{family}: sharpness / threshold", "step", "S / T", yscale="log")
+        alarm_x, alarm_y, event_x, last = [], [], [], 0.0
         for key, run, event in zip(keys, ordered, events):
             if _family(key) != family or "instability/ratio" not in run.names():
                 continue
@@ -259,16 +258,16 @@ def _ratio_panels(keys, ordered: list[RunResult], events: list[Event]) -> list[P
             alarm_y += list(ratio[hit])
             if math.isfinite(event.step):
                 event_x.append(event.step)
+            last = max(last, float(run.series("loss/train")[0][-1]))
         panel.series += [Series.of("theory alarms", alarm_x, alarm_y, "measured", "alarm"),
                          Series.of("events (at S/T = 1)", event_x, np.ones(len(event_x)), "measured", "event"),
-                         Series.of("threshold", [0, max(r.series("loss/train")[0][-1] for r in ordered)], [1, 1],
-                                   "reference", "threshold")]
+                         Series.of("threshold", [0, last], [1, 1], "reference", "threshold")]
         panels.append(panel)
     return panels
 
 
 def _recall_panel(scores: list[AlarmScore]) -> Panel:
-    panel = Panel("Recall at lead time (event runs warned at least that many steps ahead)", "lead (steps)", "recall")
+    panel = Panel("Recall at lead time", "lead (steps ahead)", "recall")
     for sc in scores:
         panel.series.append(Series.of(sc.detector, _LEADS, [sc.recall(lead) for lead in _LEADS],
                                       "theory" if sc.detector == _THEORY else "curve", sc.detector))
@@ -280,7 +279,7 @@ def _forecast_panel(keys, ordered: list[RunResult], events: list[Event]) -> list
     if not gd:
         return []
     c, forecast, measured, peak = (np.array(v, float) for v in zip(*gd))
-    panel = Panel("GD catapult: spike step, forecast at step 0 from the top mode", "eta lambda0 / 2", "step")
+    panel = Panel("GD catapult: spike step", "eta lambda0 / 2", "step")
     panel.series += [Series.of("forecast ln(2/p) / (2 ln(eta S - 1))", c, forecast, "theory", "forecast"),
                      Series.of("measured spike (L > 2 min)", c, measured, "measured", "spike"),
                      Series.of("measured loss peak", c, peak, "measured", "peak")]

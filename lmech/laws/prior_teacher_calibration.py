@@ -127,7 +127,7 @@ class PriorTeacherCalibration(Law):
         checks, errors, summary = [], [], []
         scatter = Panel("Mean z^2 per test point over teachers", "predicted E[z^2]", "measured mean z^2",
                         xscale="log", yscale="log")
-        qq = Panel("Quantiles of z / sqrt(r + 1/S) against Student's t (S - 1)", "t quantile", "measured quantile")
+        qq = Panel("Q-Q: z / sqrt(r + 1/S) against t(S - 1)", "t quantile", "measured quantile")
         ratios = {}
         for name, (kernel, get, _) in ENSEMBLES.items():
             _, r = predicted_ratio(s, get, kernel)
