@@ -2,7 +2,8 @@
 
 * :func:`wait_quiet` samples the machine's CPU use from /proc/stat and waits until other processes leave the cores
   free (the timings share a 2-core machine with whatever else runs there).
-* :func:`run_nt_worker` runs bench/_nt_worker.py under the neural-tangents venv (.venv-nt) and returns its result.
+* :func:`run_nt_worker` runs bench/_nt_worker.py under the neural-tangents venv (.venv-nt) and returns its result;
+  :func:`run_worker` does the same for any anchor's worker and venv (laplace-torch: .venv-laplace).
 * :func:`timed` times a callable: the first call apart, then ``repeats`` calls (best and median), recording how
   busy other processes kept the cores during each call and retrying noisy calls.
 
@@ -110,15 +111,22 @@ def timed(fn, repeats: int, max_noise: float = 0.2, max_tries: int | None = None
 
 def run_nt_worker(job: dict, tmp: Path, nt_python: Path = NT_PYTHON) -> dict:
     """Write ``job`` to ``tmp/job.json``, run the worker in .venv-nt, return its ``result.json`` (+ wall time)."""
-    if not Path(nt_python).exists():
-        raise FileNotFoundError(f"{nt_python} not found; create it with: python3.11 -m venv .venv-nt && "
-                                ".venv-nt/bin/python -m pip install -r bench/requirements-nt.txt")
+    return run_worker(nt_python, NT_WORKER, job, tmp, "requirements-nt.txt")
+
+
+def run_worker(python: Path, worker: Path, job: dict, tmp: Path, requirements: str) -> dict:
+    """Write ``job`` to ``tmp/job.json``, run ``worker`` under an anchor's own venv ``python``, return its
+    ``result.json`` (+ wall time)."""
+    if not Path(python).exists():
+        venv = Path(python).parents[1].name
+        raise FileNotFoundError(f"{python} not found; create it with: python3.11 -m venv {venv} && "
+                                f"{venv}/bin/python -m pip install -r bench/{requirements}")
     job = {**job, "out_dir": str(tmp)}
     (tmp / "job.json").write_text(json.dumps(job))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     t0 = time.perf_counter()
-    subprocess.run([str(nt_python), str(NT_WORKER), str(tmp / "job.json")], check=True, env=env,
-                   stdout=sys.stderr)  # NT prints (e.g. AUTO's FLOP counts); keep stdout for the table
+    subprocess.run([str(python), str(worker), str(tmp / "job.json")], check=True, env=env,
+                   stdout=sys.stderr)  # anchors print (e.g. NT's FLOP counts); keep stdout for the table
     result = json.loads((tmp / "result.json").read_text())
     result["worker_wall_s"] = round(time.perf_counter() - t0, 3)
     return result

@@ -73,7 +73,8 @@ class VarianceOodDetection(Law):
               "targets, L = 1/(2n) sum (f - y)^2; 64 seeds (128 full); 300 test digits of every class (500 full), "
               "those of classes 5-9 the out-of-distribution positives. Baselines, reported: the t = inf NTK-GP "
               "posterior variance, and the linearized Laplace variance of seed 0's trained network (its empirical "
-              f"NTK; prior precision {_PRIOR_PRECISION:g}, noise variance {_NOISE:g}).")
+              f"NTK; prior precision {_PRIOR_PRECISION:g}, noise variance {_NOISE:g}; lmech's linearized Laplace "
+              "equals laplace-torch's full-Hessian GLM predictive to 1e-12, bench/bench_laplace.py).")
     tolerance_note = (f"Claim: |AUROC(predicted variance) - AUROC(ensemble variance over seeds)| <= {_TOL:g} "
                       "(REFERENCE 2.20), the error. The AUROCs of the NTK-GP posterior and the linearized Laplace "
                       "variances and the Spearman correlation of predicted and measured variance are reported.")
