@@ -6,9 +6,10 @@ a user calls: the system configs, ``train``, ``check``, ``sweep``, the executors
 ``fit_multi_power_law`` (for a user's own scaling data and loss curves), the store and the report. Theory
 (:mod:`lmech.theory`) and the laws (:mod:`lmech.laws`) stay in their subpackages.
 """
-from . import engine, hyper, laws, observables, report, store, systems, theory
+from . import diagnosis, engine, hyper, laws, observables, report, store, systems, theory
 from ._version import __version__
 from .engine import RunResult, StackedRun, Tracker, TrainState, coord_check, train, train_stacked
+from .diagnosis import Diagnosis, Finding, diagnose
 from .engine.executor import InProcess, LocalPool, Ray
 from .hyper import Parametrization, parametrize
 from .observables import *  # noqa: F401,F403  (the instruments and Schedule; probe classes are in lmech.probes)
@@ -27,4 +28,5 @@ __all__ = ["__version__", "engine", "hyper", "laws", "observables", "probes", "r
            "train", "check", "sweep", "InProcess", "LocalPool", "Ray", "Tracker", "RunResult", "Runs",
            "Store", "StackedRun", "train_stacked", "TrainState", "Parametrization", "parametrize", "coord_check",
            "plot_coord_check", "plot_density", "write_report", "ScalingFit", "fit_scaling_law",
-           "MultiPowerFit", "fit_loss_curve", "fit_multi_power_law", *_observables, *_systems]
+           "MultiPowerFit", "fit_loss_curve", "fit_multi_power_law", "diagnosis", "diagnose", "Diagnosis", "Finding",
+           *_observables, *_systems]

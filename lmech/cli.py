@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .diagnosis import diagnose
 from .engine.executor import EXECUTORS, make_executor
 from .engine.experiment import Experiment
 from .engine.trainer import check_device
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("runs", help="list stored runs, or export their metrics")
     u.add_argument("--out", default="lmech-out")
     u.add_argument("--csv", metavar="FILE", help="write the long-format metrics (run_id,step,name,value) to FILE")
+    g = sub.add_parser("diagnose", help="apply the theory to one stored run: findings, what they mean, what to try")
+    g.add_argument("run_id", help="a run id from `lmech runs` (trained by lmech or recorded by a Tracker)")
+    g.add_argument("--out", default="lmech-out", help="folder holding lmech.db (default: lmech-out)")
+    g.add_argument("--html", metavar="FILE", help="also write the diagnosis page (default: OUT/diagnosis-RUN_ID.html)")
     f = sub.add_parser("fit-scaling", help="fit a scaling law to a CSV of model sizes, data sizes and losses")
     f.add_argument("csv", help="CSV file with a header row")
     f.add_argument("--n", required=True, metavar="COL", help="column of model sizes N (or the one variable)")
@@ -235,6 +240,20 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    path = Path(args.out) / DB_NAME
+    if not path.exists():
+        raise ValueError(f"no store at {path}; pass --out with the folder that holds {DB_NAME}")
+    with Store(path) as store:
+        run = store.load_run(args.run_id)
+    if run is None:
+        raise ValueError(f"run {args.run_id!r} is not in {path}; `lmech runs --out {args.out}` lists the stored runs")
+    result = diagnose(run)
+    print(result.text(), end="")
+    print(result.write_html(args.html or Path(args.out) / f"diagnosis-{args.run_id}.html"))
+    return 0
+
+
 def _cmd_fit_scaling(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -283,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(args)
         if args.command == "fit-scaling":
             return _cmd_fit_scaling(args)
+        if args.command == "diagnose":
+            return _cmd_diagnose(args)
         return _cmd_runs(args)
     except ValueError as exc:
         _err(f"lmech: error: {exc}")

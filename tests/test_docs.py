@@ -19,7 +19,7 @@ def test_catalogue_matches_registry():
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the examples write a store under ./lmech-out
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 9
+    assert len(blocks) == 10
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(README), "exec"), namespace)
@@ -64,3 +64,6 @@ def test_python_examples_run(tmp_path, monkeypatch):
     assert max(abs(e) for e in mup.values()) < 0.1 and abs(sp["hidden"] - 1) < 0.1
     runs = namespace["runs"]
     assert len(runs) == 8 and {r.versions["executor"] for r in runs.values()} == {"train_stacked x8"}
+    diagnosis = namespace["diagnosis"]  # the diagnose example: measured topics read, the others name their probe
+    assert diagnosis.finding("edge of stability").status != "missing"
+    assert diagnosis.finding("neural collapse").status == "missing"

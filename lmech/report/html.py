@@ -65,6 +65,15 @@ def _law_section(v: Verdict) -> str:
 </section>"""
 
 
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: ``body`` (HTML) under the report's style, nothing fetched."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title><style>{_CSS}</style></head>
+<body>{body}
+</body></html>
+"""
+
+
 def render_report(verdicts: list[Verdict]) -> str:
     """The report as one HTML string."""
     rows = "".join(
@@ -73,13 +82,10 @@ def render_report(verdicts: list[Verdict]) -> str:
         f"<td>{escape(v.meta.get('pillar', ''))}</td></tr>" for v in verdicts)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join(_law_section(v) for v in verdicts)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>lmech report</title><style>{_CSS}</style></head>
-<body><h1>lmech report</h1><p>lmech {escape(__version__)}, {escape(stamp)}. Theory as lines, measurements as dots.</p>
+    return html_page("lmech report", f"""<h1>lmech report</h1><p>lmech {escape(__version__)}, {escape(stamp)}. Theory as
+lines, measurements as dots.</p>
 <table><tr><th>law</th><th>scale</th><th>verdict</th><th>error</th><th>tolerance</th><th>pillar</th></tr>{rows}</table>
-{body}
-</body></html>
-"""
+{body}""")
 
 
 def write_report(verdicts: list[Verdict], path: str | Path) -> Path:
