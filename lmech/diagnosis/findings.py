@@ -79,6 +79,11 @@ class RunView:
     def prefixed(self, prefix: str) -> list[str]:
         return sorted(n for n in self.names if n.startswith(prefix))
 
+    def last_by_part(self, prefix: str, suffix: str) -> dict[str, float]:
+        """``{part: last value}`` of the metrics ``prefix + part + suffix`` (e.g. per layer)."""
+        return {n[len(prefix):-len(suffix)]: float(self.series(n)[1][-1]) for n in self.prefixed(prefix)
+                if n.endswith(suffix)}
+
 
 def _optimizer(run: RunResult) -> Optimizer:
     """From an engine run's learning rule, or a tracked run's optimizer class and defaults."""
@@ -205,16 +210,10 @@ def coordinates(view: RunView) -> Finding:
     theory = ("muP: every layer's update to its output is of the same order as the output, at every width (Yang et "
               "al. 2022, arXiv:2203.03466, App. D.1); a layer whose relative update is orders of magnitude off the "
               "others limits transfer")
-    sizes = [n for n in view.prefixed("coords/") if n.endswith("/size")]
+    sizes, updates = view.last_by_part("coords/", "/size"), view.last_by_part("coords/", "/update")
     if not sizes:
         return _missing("coordinate sizes (muP)", theory, "CoordinateSizes()")
-    rel = {}
-    for size_name in sizes:
-        layer = size_name[len("coords/"):-len("/size")]
-        update = f"coords/{layer}/update"
-        if view.has(update):
-            size = float(view.series(size_name)[1][-1])
-            rel[layer] = float(view.series(update)[1][-1]) / size if size > 0 else math.nan
+    rel = {k: updates[k] / v for k, v in sizes.items() if k in updates and v > 0}
     finite = {k: v for k, v in rel.items() if math.isfinite(v) and v > 0}
     if not finite:
         return _missing("coordinate sizes (muP)", theory, "CoordinateSizes() scheduled after step 0")
@@ -258,10 +257,9 @@ def heavy_tails(view: RunView) -> Finding:
     theory = ("heavy-tailed self-regularization: trained layers' eigenvalue densities of W^T W develop power-law "
               "tails, alpha about 2-4 in well-trained layers, larger in under-trained or random-like ones (Martin & "
               "Mahoney 2021, arXiv:1810.01075; the law heavy-tailed-spectra)")
-    names = [n for n in view.prefixed("esd/") if n.endswith("/alpha")]
-    if not names:
+    alphas = view.last_by_part("esd/", "/alpha")
+    if not alphas:
         return _missing("weight spectra", theory, "WeightSpectrum()")
-    alphas = {n.split("/")[1]: float(view.series(n)[1][-1]) for n in names}
     finite = {k: v for k, v in alphas.items() if math.isfinite(v)}
     if not finite:
         return _missing("weight spectra", theory, "WeightSpectrum() on layers with more eigenvalues")
