@@ -53,19 +53,23 @@ class Tracker:
     at each measurement (nothing recorded is lost if the loop dies). A non-finite loss on the measurement
     batch ends tracking with outcome ``"diverged"``. :attr:`overhead` is the measured time spent measuring
     divided by the time spent in the loop itself (recorded as ``tracker/overhead`` on close).
+    ``loggers`` (e.g. :class:`lmech.integrations.TensorBoardLogger`; anything with ``log(metrics, step)``) receive
+    each measurement as it is taken, and are flushed on close (closing them is left to their owner).
+    ``tracker.step(step)`` sets the count to a framework's global step instead of adding one.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                  optimizer: torch.optim.Optimizer | None = None, every: int = 10,
                  probes: Sequence[Probe] | None = None, store: Store | str | Path | None = None,
                  name: str = "tracked", autostep: bool = False, x_test: torch.Tensor | None = None,
-                 y_test: torch.Tensor | None = None) -> None:
+                 y_test: torch.Tensor | None = None, loggers: Sequence = ()) -> None:
         positive_int("every", every)
         if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) != len(y) or len(x) == 0:
             raise ValueError("x and y must be tensors with the same nonzero number of examples (a measurement batch)")
         if autostep and optimizer is None:
             raise ValueError("autostep=True hooks optimizer.step: pass optimizer=")
         self.every = every
+        self.loggers = list(loggers)
         self.probes = list(probes) if probes is not None else default_probes(optimizer)
         empty = x[:0]
         self.state = TrainState(0, model, loss_fn, x, y, empty if x_test is None else x_test,
@@ -98,12 +102,14 @@ class Tracker:
         loop = time.perf_counter() - self._start - self.measure_seconds
         return self.measure_seconds / loop if loop > 0 else math.nan
 
-    def step(self) -> None:
-        """Count one optimizer update; measure if the count is a multiple of ``every``."""
+    def step(self, step: int | None = None) -> None:
+        """Count one optimizer update (or set the count to ``step``, a framework's global step); measure if the
+        count is a multiple of ``every`` and was not measured yet."""
         if not self.active:
             return
-        self.state.step += 1
-        if self.state.step % self.every == 0:
+        previous = self.state.step
+        self.state.step = previous + 1 if step is None else int(step)
+        if self.state.step % self.every == 0 and self.state.step != previous:
             self._measure()
 
     def _measure(self) -> None:
@@ -115,9 +121,12 @@ class Tracker:
             self.result.outcome, self.result.diverged_step = DIVERGED, self.state.step
         else:
             measure_probes(self.probes, self.state, self.result)
+        new = self.result.records[n_records:]
+        for logger in self.loggers:
+            logger.log({name: value for _, name, value in new}, self.state.step)
         self.measure_seconds += time.perf_counter() - start
         self.result.wall_time = time.perf_counter() - self._start
-        self._flush(self.result.records[n_records:], self.result.arrays[n_arrays:], finished=not self.active)
+        self._flush(new, self.result.arrays[n_arrays:], finished=not self.active)
 
     def _flush(self, records: list, arrays: list, finished: bool) -> None:
         if self.store is not None:
@@ -133,6 +142,9 @@ class Tracker:
                 (self.state.step, "tracker/measure_seconds", self.measure_seconds)]
         self.result.records.extend(tail)
         self._flush(tail, [], finished=True)
+        for logger in self.loggers:
+            logger.log({name: value for _, name, value in tail}, self.state.step)
+            getattr(logger, "flush", lambda: None)()
         if self._owns_store:
             self.store.close()
         return self.result
