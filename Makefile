@@ -28,7 +28,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	touch $@
 
 $(VENV)/.installed-ray: pyproject.toml $(VENV)/.installed-test
-	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[test,ray,integrations]"
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[test,ray,integrations,browser]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,7 +42,8 @@ test: install-test  # the default suite (under 5 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
 
 test-slow: install-ray  # marked slow: Ray on a real local cluster, kill -9 of a driver, the integrations with their
-                       # libraries installed (TensorBoard, MLflow, W&B, Lightning, transformers); CI runs it after `make test`
+                       # libraries installed (TensorBoard, MLflow, W&B, Lightning, transformers), the report in
+                       # chromium (Playwright); CI runs it after `make test`
 	$(BIN)/python -m pytest -q -m slow
 
 catalogue: install  # regenerate README.md's law catalogue after a law's claim or tolerance changes

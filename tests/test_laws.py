@@ -12,6 +12,12 @@ from lmech.laws import FAIL, LAWS, OUT_OF_REGIME, PASS
 _KNOWN_FAILS = ("ntk-lazy-limit", "mup-coord-check", "instability-early-warning")
 
 
+def test_every_law_names_one_of_the_five_pillars():
+    from lmech.report.pillars import PILLARS
+
+    assert {law.id: law.pillar for law in LAWS.values() if law.pillar not in PILLARS} == {}
+
+
 @pytest.mark.parametrize("law_id", [law for law in LAWS if law not in _KNOWN_FAILS])
 def test_quick_law_passes(quick_runs, law_id):
     verdict = LAWS[law_id].evaluate(quick_runs[law_id], "quick")

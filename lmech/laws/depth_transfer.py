@@ -96,7 +96,7 @@ def tail_loss(run: RunResult, steps: int) -> float:
 class DepthMuPTransfer(Law):
     id = "depth-mup-transfer"
     title = "Depth-muP: the optimal learning rate of a residual MLP transfers across depth; unscaled, it falls"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("In a pre-norm residual MLP h_l = h_(l-1) + m W_l phi(LN(h_(l-1))) trained with Adam, branch multipliers "
              "m = (L0/L)^alpha with in-branch learning rates scaled by (L/L0)^(alpha-1) (alpha = 1/2: Depth-muP; "
              "alpha = 1: CompleteP) make every branch move the residual stream by Theta(1/L) per step, so the optimal "

@@ -125,7 +125,7 @@ def _deviation(measured: dict[str, float], predicted: dict[str, float]) -> tuple
 class MupCoordCheck(Law):
     id = "mup-coord-check"
     title = "Coordinate check: under muP every layer's activations and updates are width-independent; under SP they grow"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("Under muP (relative to a base width) every layer's activation size mean|h_t| and update size "
              "mean|h_t - h_0| on a fixed batch stay Theta(1) as the width grows, at every step t: fitted log-log slopes "
              "against width are 0 for an MLP on MNIST-1D and for a pre-norm Transformer on modular arithmetic (the "

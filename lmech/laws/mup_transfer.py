@@ -57,7 +57,7 @@ def final_loss(run: RunResult, steps: int) -> float:
 class MupLrTransfer(Law):
     id = "mup-lr-transfer"
     title = "muP keeps the optimal learning rate fixed across widths; under SP it falls like 1/width"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("For a ReLU MLP trained with Adam, the learning rate minimizing the training loss after a fixed number of "
              "steps is width-independent under muP (optima within a factor 2 across a 16x width range, <= 0.5 octave "
              "per width doubling, and wider is no worse at its optimum), while under SP it falls with the width, "

@@ -62,7 +62,7 @@ def _theory_inputs(activation: str, s: Setting) -> tuple[np.ndarray, np.ndarray,
 class NTKLazyLimit(Law):
     id = "ntk-lazy-limit"
     title = "Wide networks trained by GD follow their Taylor model, which approaches the analytic-NTK dynamics"
-    pillar = "solvable settings / limits"
+    pillar = "limits"
     claim = ("A wide MLP in NTK parameterization trained by full-batch GD on MSE follows its Taylor model, the "
              "linearized dynamics f_T = f_0 + Theta(x,X) Theta^-1 (I - (I - eta Theta/n)^T)(Y - f_0(X)) with its own "
              "empirical NTK Theta_0 at init, on training and test points. The gap is the finite-width correction from "

@@ -16,7 +16,7 @@ _REGIME = (f"initial sharpness below {START_BELOW:g} x the threshold (sharpening
 class MomentumEdgeOfStability(HoverLaw):
     id = "momentum-edge-of-stability"
     title = "Heavy-ball GD trains at its edge of stability: sharpness hovers at (2 + 2 beta)/eta"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("Full-batch gradient descent with heavy-ball momentum (PyTorch: v = beta v + g; theta -= eta v) is "
              "linearly stable on a quadratic of curvature S iff S < (2 + 2 beta)/eta (3.8/eta at beta = 0.9); "
              "trained on a real task, its sharpness rises to that threshold and hovers there.")
@@ -39,7 +39,7 @@ class MomentumEdgeOfStability(HoverLaw):
 class AdaptiveEdgeOfStability(HoverLaw):
     id = "adaptive-edge-of-stability"
     title = "Full-batch Adam trains at the adaptive edge of stability: lambda_max(P^-1 H) hovers at 38/eta"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("Adam's update theta -= eta P^-1 m, with m an EMA of gradients and P = (1 - beta1^t)(sqrt(v_hat) + eps) "
              "frozen, is stable on a quadratic iff lambda_max(P^-1 H) < (2 + 2 beta1)/((1 - beta1) eta) (38/eta at "
              "beta1 = 0.9); in full-batch training the preconditioned sharpness rises to that threshold and hovers "

@@ -57,7 +57,7 @@ def final_loss(run: RunResult) -> float:
 class TransformerMupTransfer(Law):
     id = "transformer-mup-transfer"
     title = "muP keeps a transformer's optimal Adam learning rate fixed across widths; under SP it falls like 1/width"
-    pillar = "hyperparameter theory"
+    pillar = "hyperparameter theories"
     claim = ("For a pre-norm transformer (2 blocks, 2 heads, so d_head grows with the width) trained with Adam, the "
              "learning rate minimizing the training loss after a fixed number of steps is width-independent under muP "
              "(optima within a factor 2 across the width range, <= 0.5 octave per width doubling, and wider is no "

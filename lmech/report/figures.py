@@ -5,6 +5,7 @@ import base64
 import dataclasses
 import io
 import json
+import textwrap
 
 from .verdict import Panel, Series
 
@@ -36,7 +37,9 @@ def figure_png(panels: list[Panel], *, dpi: int = 110) -> bytes:
             ax.plot(s.x, s.y, color=colour, label=label, **_STYLE.get(s.kind, _STYLE["measured"]))
             if s.low is not None and s.high is not None:
                 ax.vlines(s.x, s.low, s.high, color=colour, linewidth=1.0, alpha=0.7)
-        ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
+        ax.set(xlabel=panel.xlabel, ylabel=panel.ylabel, xscale=panel.xscale, yscale=panel.yscale)
+        ax.set_title(textwrap.fill(panel.title, 46), fontsize=9.5)  # long titles wrap instead of running into the next
+        ax.tick_params(labelsize=8)
         for axis, scale, (low, high) in ((ax.xaxis, panel.xscale, ax.get_xlim()), (ax.yaxis, panel.yscale, ax.get_ylim())):
             if scale == "log" and 0 < low < high < 100 * low:  # short log spans: matplotlib's minor labels
                 plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # (3x10^-1, 4x10^-1, ..) collide
