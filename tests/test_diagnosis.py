@@ -62,6 +62,8 @@ def test_lazy_rich_noise_spectra_collapse_and_missing_topics():
         assert missing.status == "missing" and probe in missing.advice and math.isnan(missing.value)
     rich = lmech.diagnose(_run(_series("representation/0", [0.0, 0.4]) + _series("representation/1", [0.0, 0.1])))
     assert rich.finding("lazy or rich").summary.startswith("rich") and rich.finding("lazy or rich").value == 0.4
+    weights = lmech.diagnose(_run(_series("weights/relative", [0.0, 0.1]))).finding("lazy or rich")
+    assert weights.summary.startswith("in between") and "weight" in weights.summary
 
 
 def test_coordinate_spread_flags_a_layer_that_barely_moves():

@@ -184,7 +184,7 @@ def instability(view: RunView) -> Finding:
 
 
 def lazy_or_rich(view: RunView) -> Finding:
-    """Relative movement of the empirical NTK (or of the hidden representations)."""
+    """Relative movement of the empirical NTK (else of the hidden representations, else of the weights)."""
     theory = (f"kernel (lazy) regime when the tangent kernel barely moves (< {LAZY:g} relative), feature learning "
               f"(rich) when it moves by more than {RICH:g} (Jacot et al. 2018; Chizat, Oyallon & Bach 2019, "
               "arXiv:1812.07956)")
@@ -193,8 +193,10 @@ def lazy_or_rich(view: RunView) -> Finding:
         value, what = float(view.series("kernels/distance")[1][-1]), "kernel distance from the first measurement"
     elif reps:
         value, what = max(float(view.series(n)[1][-1]) for n in reps), "largest relative representation change"
+    elif view.has("weights/relative"):
+        value, what = float(view.series("weights/relative")[1][-1]), "relative weight change ||theta - theta_0|| / ||theta_0||"
     else:
-        return _missing("lazy or rich", theory, "Kernels() or RepresentationChange()")
+        return _missing("lazy or rich", theory, "Kernels(), RepresentationChange() or WeightChange()")
     regime = "lazy" if value < LAZY else "rich" if value > RICH else "in between"
     meaning = {"lazy": "the network trains like its linearization: kernel theory (NTK, eigenlearning) predicts it",
                "rich": "features move: the kernel limit no longer describes it; muP-style scalings keep this regime "
