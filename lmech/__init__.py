@@ -6,7 +6,7 @@ a user calls: the system configs, ``train``, ``check``, ``sweep``, the executors
 ``fit_multi_power_law`` (for a user's own scaling data and loss curves), the store and the report. Theory
 (:mod:`lmech.theory`) and the laws (:mod:`lmech.laws`) stay in their subpackages.
 """
-from . import diagnosis, engine, hyper, integrations, laws, observables, report, store, systems, theory
+from . import engine, hyper, integrations, laws, observables, report, store, systems, theory
 from ._version import __version__
 from .engine import RunResult, StackedRun, Tracker, TrainState, coord_check, train, train_stacked
 from .diagnosis import Diagnosis, Finding, diagnose
@@ -28,5 +28,5 @@ __all__ = ["__version__", "engine", "hyper", "integrations", "laws", "observable
            "train", "check", "sweep", "InProcess", "LocalPool", "Ray", "Tracker", "RunResult", "Runs",
            "Store", "StackedRun", "train_stacked", "TrainState", "Parametrization", "parametrize", "coord_check",
            "plot_coord_check", "plot_density", "write_report", "ScalingFit", "fit_scaling_law",
-           "MultiPowerFit", "fit_loss_curve", "fit_multi_power_law", "diagnosis", "diagnose", "Diagnosis", "Finding",
+           "MultiPowerFit", "fit_loss_curve", "fit_multi_power_law", "diagnose", "Diagnosis", "Finding",
            *_observables, *_systems]
