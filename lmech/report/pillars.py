@@ -13,7 +13,8 @@ PILLARS = {
 
 # (desideratum, what the atlas shows for it, the verdict field that evidences it)
 DESIDERATA = (
-    ("Predictive", "a prediction made before the measurement, compared with a training run", "checks"),
+    ("Predictive", "a prediction drawn as a theory line against measured dots from training runs (laws whose "
+                   "prediction is a direction, e.g. a trend's sign, show none)", "checks"),
     ("Quantitative", "a numeric error against a stated tolerance", "tolerance"),
     ("Falsifiable", "claim checks that fail the law when violated (each law also has a test injecting a wrong "
                     "constant)", "claim"),
