@@ -130,7 +130,7 @@ def _overview(verdicts: list[Verdict], groups: dict[str, list[Verdict]]) -> str:
         + f"</td><td>{sum(v.status == PASS for v in vs)}/{len(vs)}</td></tr>" for p, vs in groups.items())
     shown = [_desiderata(v) for v in verdicts]
     score = "".join(f"<tr><td>{escape(name)}</td><td>{escape(what)}</td><td>{sum(s[name] for s in shown)}/"
-                    f"{len(verdicts)}</td></tr>" for name, what, _ in DESIDERATA)
+                    f"{len(verdicts)}</td></tr>" for name, what in DESIDERATA)
     table = "".join(
         f"<tr class='{escape(v.status)}'><td><a href='#{escape(v.law)}'>{escape(v.law)}</a></td><td>{escape(v.scale)}</td>"
         f"<td>{escape(v.status)}</td><td>{escape(_fmt(v.error))}</td><td>{escape(_fmt(v.tolerance))}</td>"

@@ -11,14 +11,14 @@ PILLARS = {
     "universal behaviours": "Universality: shared inductive biases, representations and spectra across models.",
 }
 
-# (desideratum, what the atlas shows for it, the verdict field that evidences it)
+# (desideratum, what a law shows for it: lmech.report.html._desiderata decides it per verdict)
 DESIDERATA = (
     ("Predictive", "a prediction drawn as a theory line against measured dots from training runs (laws whose "
-                   "prediction is a direction, e.g. a trend's sign, show none)", "checks"),
-    ("Quantitative", "a numeric error against a stated tolerance", "tolerance"),
+                   "prediction is a direction, e.g. a trend's sign, show none)"),
+    ("Quantitative", "a numeric error against a stated tolerance"),
     ("Falsifiable", "claim checks that fail the law when violated (each law also has a test injecting a wrong "
-                    "constant)", "claim"),
-    ("Humble (regime stated)", "the regime of validity written out, and checked where it can be", "regime"),
+                    "constant)"),
+    ("Humble (regime stated)", "the regime of validity written out, and checked where it can be"),
 )
 
 OPEN_DIRECTIONS = (
