@@ -1,7 +1,8 @@
 """The package's floors, enforced: no import (top-level or inside a function) may run up a floor.
 
 Floors, bottom to top (ARCHITECTURE.md): systems, observables (and its alias module probes), theory, hyper, store,
-engine, report, laws, diagnosis, integrations, then runner, sweep, cli and the package root. A module may import its own package and any package on a lower floor.
+engine, report, laws, diagnosis, integrations, then runner, sweep, cli and the package root. A module may import
+its own package and any package on a lower floor.
 """
 from __future__ import annotations
 

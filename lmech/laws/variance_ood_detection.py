@@ -109,7 +109,8 @@ class VarianceOodDetection(Law):
         rho = float(spearmanr(predicted, measured)[0])
         checks = [Check(f"AUROC of the predicted variance ({theory:.3f}) - the trained ensemble's ({ensemble:.3f})",
                         theory - ensemble, f"within +- {_TOL:g}", error <= _TOL, headline=True),
-                  Check(f"test points outside the training classes {'/'.join(map(str, s.train_classes))}: {int(unseen.sum())} of {len(unseen)} "
+                  Check(f"test points outside the training classes {'/'.join(map(str, s.train_classes))}: "
+                        f"{int(unseen.sum())} of {len(unseen)} "
                         "test points (both classes needed)", float(unseen.mean()), "in (0, 1)",
                         0 < unseen.mean() < 1, kind="data")]
         checks += [Check(f"AUROC of the {name} variance", value, "reported", True, kind="info")

@@ -10,6 +10,7 @@ from .task import Task, cross_entropy, half_mse
 
 __all__ = [
     "ConfigError", "MLP", "DeepLinear", "ResidualMLP", "Transformer", "MNIST1D", "ModularArithmetic", "Dataset",
-    "CircleFourier", "Digits", "DigitsPriorTeacher", "MultiIndex", "MultitaskParity", "PowerLawFeatures", "TeacherStudent", "WhitenedLinear", "whiten", "LearningRule", "build_model", "System",
+    "CircleFourier", "Digits", "DigitsPriorTeacher", "MultiIndex", "MultitaskParity", "PowerLawFeatures",
+    "TeacherStudent", "WhitenedLinear", "whiten", "LearningRule", "build_model", "System",
     "Task", "cross_entropy", "half_mse",
 ]
