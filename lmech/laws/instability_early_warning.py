@@ -61,10 +61,6 @@ def _probes(every: int, horizon: int) -> list:
     return [Loss(Schedule(every=1)), GradNorm(Schedule(every=1)), Instability(Schedule(every=every), horizon=horizon)]
 
 
-def _family(key) -> str:
-    return key["family"]
-
-
 @register
 class InstabilityEarlyWarning(Law):
     id = "instability-early-warning"
@@ -157,14 +153,15 @@ class InstabilityEarlyWarning(Law):
                          + ", ".join(f"{lead}: {sc.recall(lead):.2f}" for lead in _LEADS)
                          + f"; AUROC at horizon {s.horizon}: {aurocs[sc.detector]:.3f}",
                          sc.recall(1), "recall at lead 1, reported", True, kind="info") for sc in scores]
-        checks += _family_rows(keys, events, theory_alarms, s.horizon) + _forecast_rows(keys, ordered, events)
+        gd = _gd_forecasts(keys, ordered, events)
+        checks += _family_rows(keys, events, theory_alarms, s.horizon) + _forecast_rows(keys, ordered, gd)
         summary = (f"{n_events} events in {len(events)} runs; theory alarm precision {theory.precision:.2f}, median "
                    f"lead {theory.median_lead:g} steps, recall at lead 1 {theory.recall(1):.2f}; best baseline "
                    f"{best.detector}: precision {best.precision:.2f}, median lead {best.median_lead:g}")
         return self.verdict(runs, metric="best baseline's precision - theory alarm's precision", error=error,
                             tolerance=_MARGIN, summary=summary, checks=checks,
                             panels=_ratio_panels(keys, ordered, events) + [_recall_panel(scores)]
-                            + _forecast_panel(keys, ordered, events))
+                            + _forecast_panel(gd))
 
 
 def _event(run: RunResult) -> Event:
@@ -174,8 +171,7 @@ def _event(run: RunResult) -> Event:
 
 def _logged(run: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     steps, loss = run.series("loss/train")
-    norm_steps, norm = run.series("grad_norm")
-    return steps, loss, np.interp(steps, norm_steps, norm) if len(norm) != len(loss) else norm
+    return steps, loss, run.series("grad_norm")[1]  # both logged at every step, in one measurement
 
 
 def _theory(run: RunResult) -> tuple[list[int], tuple[np.ndarray, np.ndarray]]:
@@ -190,8 +186,8 @@ def _theory(run: RunResult) -> tuple[list[int], tuple[np.ndarray, np.ndarray]]:
 def _family_rows(keys, events: list[Event], alarms, horizon: int) -> list[Check]:
     """Per family: events by kind, and the theory alarm's warned events and false alarms (info)."""
     rows = []
-    for family in dict.fromkeys(_family(k) for k in keys):
-        idx = [i for i, k in enumerate(keys) if _family(k) == family]
+    for family in dict.fromkeys(k["family"] for k in keys):
+        idx = [i for i, k in enumerate(keys) if k["family"] == family]
         sc = score_alarms(_THEORY, [events[i] for i in idx], [alarms[i] for i in idx], horizon)
         kinds = [events[i].kind for i in idx]
         rows.append(Check(f"{family}: {len(idx)} runs, {kinds.count('spike')} spikes, {kinds.count('divergence')} "
@@ -206,7 +202,7 @@ def _gd_forecasts(keys, ordered: list[RunResult], events: list[Event]) -> list[t
     event step, measured loss-peak step)``."""
     out = []
     for key, run, event in zip(keys, ordered, events):
-        if _family(key) != "GD" or event.kind == "none" or "instability/event_step" not in run.names():
+        if key["family"] != "GD" or event.kind == "none" or "instability/event_step" not in run.names():
             continue
         forecast = run.series("instability/event_step")[1][0]
         steps, loss = run.series("loss/train")
@@ -216,9 +212,8 @@ def _gd_forecasts(keys, ordered: list[RunResult], events: list[Event]) -> list[t
     return out
 
 
-def _forecast_rows(keys, ordered: list[RunResult], events: list[Event]) -> list[Check]:
+def _forecast_rows(keys, ordered: list[RunResult], gd: list[tuple[float, float, float, float]]) -> list[Check]:
     rows = []
-    gd = _gd_forecasts(keys, ordered, events)
     if gd:
         errors = [f - m for _, f, m, _ in gd]
         rows.append(Check("GD catapult: forecast spike step - measured (steps; "
@@ -226,7 +221,7 @@ def _forecast_rows(keys, ordered: list[RunResult], events: list[Event]) -> list[
                           float(np.median(np.abs(errors))), "median |error|, reported", True, kind="info"))
     decay = []
     for key, run in zip(keys, ordered):
-        if _family(key) == "GD" or "instability/decay_crossing_step" not in run.names():
+        if key["family"] == "GD" or "instability/decay_crossing_step" not in run.names():
             continue
         steps, ratio = run.series("instability/ratio")
         crossed = np.flatnonzero(ratio >= 1)
@@ -242,11 +237,11 @@ def _forecast_rows(keys, ordered: list[RunResult], events: list[Event]) -> list[
 
 def _ratio_panels(keys, ordered: list[RunResult], events: list[Event]) -> list[Panel]:
     panels = []
-    for family in dict.fromkeys(_family(k) for k in keys):
+    for family in dict.fromkeys(k["family"] for k in keys):
         panel = Panel(f"{family}: sharpness / threshold", "step", "S / T", yscale="log")
         alarm_x, alarm_y, event_x, last = [], [], [], 0.0
         for key, run, event in zip(keys, ordered, events):
-            if _family(key) != family or "instability/ratio" not in run.names():
+            if key["family"] != family or "instability/ratio" not in run.names():
                 continue
             steps, ratio = run.series("instability/ratio")
             ok = np.isfinite(ratio) & (ratio > 0)
@@ -274,8 +269,7 @@ def _recall_panel(scores: list[AlarmScore]) -> Panel:
     return panel
 
 
-def _forecast_panel(keys, ordered: list[RunResult], events: list[Event]) -> list[Panel]:
-    gd = _gd_forecasts(keys, ordered, events)
+def _forecast_panel(gd: list[tuple[float, float, float, float]]) -> list[Panel]:
     if not gd:
         return []
     c, forecast, measured, peak = (np.array(v, float) for v in zip(*gd))

@@ -4,6 +4,7 @@ ratio for the standard ensemble."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -48,8 +49,9 @@ def _system(s: Setting, kernel: str, train: str, teacher: int, seed: int) -> Sys
                   LearningRule(lr=s.lr, steps=s.steps, seed=seed, dtype="float64", train=train))
 
 
+@lru_cache(maxsize=4)  # one judge needs them for each ensemble and each posterior
 def _kernels(s: Setting) -> tuple[dict, dict, dict]:
-    """The analytic ``{"nngp", "ntk"}`` kernels train-train, test-train and test-test."""
+    """The analytic ``{"nngp", "ntk"}`` kernels train-train, test-train and test-test (shared: do not modify)."""
     system = _system(s, "nngp", "all", 0, 0)
     data = system.data.load()
     x = np.concatenate([data.x_train, data.x_test])
