@@ -50,8 +50,12 @@ catalogue: install  # regenerate README.md's law catalogue after a law's claim o
 	$(BIN)/python .ci/catalogue.py
 
 bench: install
-	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[bench]"
+	# torch is named again so that pip keeps the CPU build: backpack (a curvlinops dependency) asks for torchvision,
+	# whose newest builds require a newer (CUDA) torch; that torchvision is removed again (nothing here imports it).
+	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q $(PIP_TORCH_ARGS) -e ".[bench]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip uninstall -y -q torchvision
 	$(BIN)/python bench/bench_sharpness.py
+	$(BIN)/python bench/bench_sharpness_suite.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_noise_scale.py
 	$(BIN)/python bench/bench_tracker.py

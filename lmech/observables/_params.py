@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,10 +47,14 @@ class FlatParams:
 
 def loss_of_params(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                    flat: FlatParams) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``theta -> loss_fn(model(x; theta), y)`` for a flat parameter vector (buffers as in ``model``)."""
+    """``theta -> loss_fn(model(x; theta), y)`` for a flat parameter vector (buffers as in ``model``).
+
+    Attention runs on PyTorch's math kernel (``scaled_dot_product_attention``'s fused CPU and GPU kernels have
+    no second derivative, so Hessian products through ``nn.TransformerEncoderLayer`` would fail otherwise)."""
     buffers = dict(model.named_buffers())
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(model, {**flat.unflatten(theta), **buffers}, (x,)), y)
+        with sdpa_kernel(SDPBackend.MATH):
+            return loss_fn(functional_call(model, {**flat.unflatten(theta), **buffers}, (x,)), y)
 
     return loss
