@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_noise_scale.py
 	$(BIN)/python bench/bench_tracker.py
+	$(BIN)/python bench/bench_tracker_observables.py
 	$(BIN)/python bench/bench_batched.py
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_atlas.py
