@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-import lmech
 from lmech.integrations import MLflowLogger, TensorBoardLogger, WandbLogger
 
 from _benchutil import OUT, machine_facts, wait_quiet
+from _readme_example import data as readme_data, loop as readme_loop
 
 EVERY = 50
 
@@ -53,21 +53,8 @@ class Timed:
 
 
 def loop(x, y, steps: int, loggers: list | None) -> float:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.Tanh(), torch.nn.Linear(100, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    tracker = None if loggers is None else lmech.Tracker(model, lmech.half_mse, x, y, optimizer=opt, every=EVERY,
-                                                         loggers=loggers)
-    start = time.perf_counter()
-    for _ in range(steps):
-        opt.zero_grad()
-        lmech.half_mse(model(x), y).backward()
-        opt.step()
-        if tracker is not None:
-            tracker.step()
-    if tracker is not None:
-        tracker.close()
-    return (time.perf_counter() - start) / steps
+    tracker = None if loggers is None else {"every": EVERY, "loggers": loggers}
+    return readme_loop(x, y, steps, tracker)[0] / steps
 
 
 def main() -> None:
@@ -77,9 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     os.environ["WANDB_SILENT"] = "true"
-    data = lmech.Digits(n_train=512, n_test=0).load()
-    x = torch.as_tensor(data.x_train, dtype=torch.float32)
-    y = torch.nn.functional.one_hot(torch.as_tensor(data.y_train), 10).float()
+    x, y = readme_data()
     times: dict[str, list[float]] = {"plain": [], "tracked": [], "tracked + 3 loggers": []}
     inside: dict[str, list[float]] = {"TensorBoard": [], "MLflow": [], "W&B": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-
 import torch
 
 import lmech
 from _benchutil import OUT, machine_facts, wait_quiet
+from _readme_example import data as readme_data, loop as readme_loop
 
 VARIANTS = {
     "loss only": [],
@@ -28,34 +27,12 @@ VARIANTS = {
 }
 
 
-def _setup():
-    torch.manual_seed(0)
-    data = lmech.Digits(n_train=512, n_test=0).load()
-    x = torch.as_tensor(data.x_train, dtype=torch.float32)
-    y = torch.nn.functional.one_hot(torch.as_tensor(data.y_train), 10).float()
-    model = torch.nn.Sequential(torch.nn.Linear(64, 100), torch.nn.Tanh(), torch.nn.Linear(100, 10))
-    return model, x, y
-
-
-def loop(steps: int, probes, every: int | None) -> dict:
-    model, x, y = _setup()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    tracker = None if every is None else lmech.Tracker(model, lmech.half_mse, x, y, optimizer=opt, every=every,
-                                                       probes=probes)
-    for _ in range(steps):
-        opt.zero_grad()
-        lmech.half_mse(model(x), y).backward()
-        opt.step()
-        if tracker is not None:
-            tracker.step()
-    out = {"seconds": time.perf_counter() - start}
-    if tracker is not None:
-        run = tracker.close()
-        for family in ("sharpness", "preconditioned_sharpness"):
-            if f"{family}/matvecs" in run.names():
-                out[f"{family}_hvps"] = float(run.series(f"{family}/matvecs")[1].mean())
-        out["measurements"] = len(run.series("loss/train")[1])
+def measure(x, y, steps: int, probes, every: int) -> dict:
+    seconds, run = readme_loop(x, y, steps, {"every": every, "probes": probes})
+    out = {"seconds": seconds, "measurements": len(run.series("loss/train")[1])}
+    for family in ("sharpness", "preconditioned_sharpness"):
+        if f"{family}/matvecs" in run.names():
+            out[f"{family}_hvps"] = float(run.series(f"{family}/matvecs")[1].mean())
     return out
 
 
@@ -65,14 +42,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    x, y = readme_data()
     wait_quiet(label="tracker observables")
     rows = []
     for every in (10, 50):
         for name, probes in VARIANTS.items():
             plain, tracked = [], []
             for _ in range(args.repeats):
-                plain.append(loop(args.steps, None, None)["seconds"])
-                tracked.append(loop(args.steps, probes, every))
+                plain.append(readme_loop(x, y, args.steps, None)[0])
+                tracked.append(measure(x, y, args.steps, probes, every))
             t = statistics.median(r["seconds"] for r in tracked)
             p = statistics.median(plain)
             row = {"every": every, "observables": name, "plain_s": p, "tracked_s": t, "overhead": t / p - 1,
