@@ -38,6 +38,7 @@ import numpy as np
 import scipy
 import scipy.sparse.linalg as sla
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import one_hot
 
 from lmech.observables import HessianOperator, SharpnessTracker, sharpness
@@ -78,10 +79,11 @@ def gd_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float)
     return float(loss.detach())
 
 
-def reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int) -> np.ndarray:
-    """Top-k Hessian eigenvalues in float64 from ARPACK (scipy eigsh) on lmech's HVP, descending."""
+def reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, loss=half_mse) -> np.ndarray:
+    """Top-k Hessian eigenvalues in float64 from ARPACK (scipy eigsh) on lmech's HVP, descending (integer targets
+    ``y``, class labels, are kept as they are)."""
     model64 = copy.deepcopy(model).double()
-    op = HessianOperator(model64, half_mse, x.double(), y.double())
+    op = HessianOperator(model64, loss, x.double(), y if not y.is_floating_point() else y.double())
     lin = sla.LinearOperator((op.dim, op.dim), matvec=lambda v: op.matvec(torch.from_numpy(np.ravel(v))).numpy(),
                              dtype=np.float64)
     v0 = np.random.default_rng(0).standard_normal(op.dim)
@@ -107,22 +109,24 @@ class _Counted:
         self.module.hessian_vector_product = counted
 
 
-def run_pyhessian(counter: _Counted, model, x, y, tol: float, seed: int) -> tuple[float, int, float]:
-    """PyHessian's top eigenvalue (power iteration, random start from torch's global RNG)."""
+def run_pyhessian(counter: _Counted, model, x, y, tol: float, seed: int, loss=half_mse) -> tuple[float, int, float]:
+    """PyHessian's top eigenvalue (power iteration, random start from torch's global RNG). Attention runs on PyTorch's
+    math kernel: the fused kernel has no second derivative (lmech switches to the math kernel itself)."""
     torch.manual_seed(seed)
     counter.count = 0
     start = time.perf_counter()
-    h = counter.module.hessian(model, half_mse, data=(x, y), cuda=False)
-    values, _ = h.eigenvalues(maxIter=PYHESSIAN_MAX_ITER, tol=tol, top_n=1)
+    with sdpa_kernel(SDPBackend.MATH):
+        h = counter.module.hessian(model, loss, data=(x, y), cuda=False)
+        values, _ = h.eigenvalues(maxIter=PYHESSIAN_MAX_ITER, tol=tol, top_n=1)
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)  # PyHessian leaves create_graph gradients in .grad
     model.train()  # PyHessian puts the model in eval mode
     return float(values[0]), counter.count, seconds
 
 
-def run_lmech(model, x, y, tol: float, seed: int) -> tuple[float, int, float]:
+def run_lmech(model, x, y, tol: float, seed: int, loss=half_mse) -> tuple[float, int, float]:
     start = time.perf_counter()
-    res = sharpness(model, half_mse, x, y, k=1, tol=tol, seed=seed)
+    res = sharpness(model, loss, x, y, k=1, tol=tol, seed=seed)
     return float(res.values[0]), res.matvecs, time.perf_counter() - start
 
 

@@ -20,75 +20,26 @@ second derivative; lmech switches to the math kernel itself). Usage: ``python be
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import scipy
 import scipy.sparse.linalg as sla
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _benchutil import OUT, wait_quiet  # noqa: E402
 from _sharpness_networks import NETWORKS, State, states  # noqa: E402
+from bench_sharpness import ACCURACY, _Counted, reference, run_lmech, run_pyhessian, scan  # noqa: E402
 
-from lmech.observables.hessian import HessianOperator  # noqa: E402
-from lmech.observables.sharpness import sharpness  # noqa: E402
-
-ACCURACY = 1e-3
 STARTS = 5
 TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
-warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-
-
-def reference(st: State) -> np.ndarray:
-    model = copy.deepcopy(st.model).double()
-    op = HessianOperator(model, st.loss, st.x.double(), st.y)
-    lin = sla.LinearOperator((op.dim, op.dim), dtype=np.float64,
-                             matvec=lambda v: op.matvec(torch.from_numpy(np.ravel(v))).numpy())
-    v0 = np.random.default_rng(0).standard_normal(op.dim)
-    return np.sort(sla.eigsh(lin, k=2, which="LA", tol=1e-10, v0=v0, return_eigenvectors=False))[::-1]
-
-
-def run_lmech(st: State, tol: float, seed: int) -> tuple[float, int, float]:
-    start = time.perf_counter()
-    res = sharpness(st.model, st.loss, st.x, st.y, k=1, tol=tol, seed=seed)
-    return float(res.values[0]), res.matvecs, time.perf_counter() - start
-
-
-class PyHessian:
-    def __init__(self) -> None:
-        import pyhessian  # noqa: F401  (pyhessian==0.1, from .[bench])
-
-        self.module = sys.modules["pyhessian.hessian"]
-        inner = self.module.hessian_vector_product
-        self.count = 0
-
-        def counted(*args, **kwargs):
-            self.count += 1
-            return inner(*args, **kwargs)
-
-        self.module.hessian_vector_product = counted
-
-    def __call__(self, st: State, tol: float, seed: int) -> tuple[float, int, float]:
-        torch.manual_seed(seed)
-        self.count = 0
-        start = time.perf_counter()
-        with sdpa_kernel(SDPBackend.MATH):
-            h = self.module.hessian(st.model, st.loss, data=(st.x, st.y), cuda=False)
-            values, _ = h.eigenvalues(maxIter=10_000, tol=tol, top_n=1)
-        seconds = time.perf_counter() - start
-        st.model.zero_grad(set_to_none=True)  # PyHessian leaves create_graph gradients in .grad
-        st.model.train()  # and puts the model in eval mode
-        return float(values[0]), self.count, seconds
 
 
 class _LossModule(torch.nn.Module):
@@ -104,14 +55,14 @@ class _LossModule(torch.nn.Module):
         return self.loss(out, y)
 
 
-def run_curvlinops(st: State, tol: float, seed: int) -> tuple[float, int, float]:
+def run_curvlinops(model, x, y, tol: float, seed: int, loss) -> tuple[float, int, float]:
     from curvlinops import HessianLinearOperator
 
     start = time.perf_counter()
-    params = [p for p in st.model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     with sdpa_kernel(SDPBackend.MATH):
-        op = HessianLinearOperator(st.model, _LossModule(st.loss), params, [(st.x, st.y)], check_deterministic=False,
-                                   num_data=len(st.x)).to_scipy()
+        op = HessianLinearOperator(model, _LossModule(loss), params, [(x, y)], check_deterministic=False,
+                                   num_data=len(x)).to_scipy()
         count = [0]
 
         def matvec(v):
@@ -124,20 +75,11 @@ def run_curvlinops(st: State, tol: float, seed: int) -> tuple[float, int, float]
     return float(value), count[0], time.perf_counter() - start
 
 
-def scan(run, st: State, s_ref: float, tols) -> dict:
-    """The loosest tolerance of ``tols`` at which every start lands within ACCURACY; medians there."""
-    run(st, tols[0], 10_000)  # warm-up, untimed
-    rows = []
-    for tol in tols:
-        trials = [run(st, tol, seed) for seed in range(STARTS)]
-        errors = [abs(v - s_ref) / abs(s_ref) for v, _, _ in trials]
-        rows.append({"tol": tol, "hvps": [n for _, n, _ in trials], "seconds": [round(t, 4) for _, _, t in trials],
-                     "rel_errors": [float(f"{e:.3g}") for e in errors], "max_rel_error": max(errors),
-                     "median_hvps": statistics.median(n for _, n, _ in trials),
-                     "median_seconds": statistics.median(t for _, _, t in trials)})
-        if max(errors) <= ACCURACY:
-            break
-    return {**rows[-1], "scan": rows}
+def scan_tool(run, st: State, s_ref: float, tols) -> dict:
+    """bench_sharpness's scan for one tool on one state: the loosest tolerance of ``tols`` at which every start lands
+    within ACCURACY; medians there, and the whole scan."""
+    row, rows = scan(lambda tol, seed: run(st.model, st.x, st.y, tol, seed, loss=st.loss), tols, s_ref, STARTS)
+    return {**row, "scan": rows}
 
 
 def table(rows: list[dict]) -> str:
@@ -166,17 +108,21 @@ def main() -> int:
     parser.add_argument("--out", default=str(OUT / "sharpness_suite"), help="output path without extension")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    pyhessian = PyHessian()
+    counter = _Counted()
+
+    def pyhessian(model, x, y, tol, seed, loss):
+        return run_pyhessian(counter, model, x, y, tol, seed, loss=loss)
+
     started = time.perf_counter()
     rows = []
     for st in states(args.networks):
-        ref = reference(st)
+        ref = reference(st.model, st.x, st.y, k=2, loss=st.loss)
         busy = wait_quiet(label=st.label)
         row = {"label": st.label, "parameters": sum(p.numel() for p in st.model.parameters()),
                "reference": ref.tolist(), "gap": float((ref[0] - ref[1]) / abs(ref[0])), "others_busy": busy,
-               "lmech": scan(run_lmech, st, ref[0], (ACCURACY,)),
-               "pyhessian": scan(pyhessian, st, ref[0], TOLS),
-               "curvlinops": scan(run_curvlinops, st, ref[0], TOLS)}
+               "lmech": scan_tool(run_lmech, st, ref[0], (ACCURACY,)),
+               "pyhessian": scan_tool(pyhessian, st, ref[0], TOLS),
+               "curvlinops": scan_tool(run_curvlinops, st, ref[0], TOLS)}
         for tool in ("pyhessian", "curvlinops"):
             row[f"ratio_{tool}"] = row[tool]["median_seconds"] / row["lmech"]["median_seconds"]
         rows.append(row)

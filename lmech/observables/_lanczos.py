@@ -171,8 +171,11 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int
     if max_matvecs < 1:
         raise ValueError(f"max_matvecs={max_matvecs} must be at least 1")
     max_matvecs = min(max_matvecs, dim)
+    def random_direction() -> torch.Tensor:  # drawn in float64, so that float32 and float64 runs start alike
+        return torch.randn(dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+
     if v0 is None:
-        block = torch.randn(1, dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+        block = random_direction()[None]
     else:
         block = v0.reshape(-1, dim).to(device=device, dtype=dtype)[:max_matvecs]
     # The quadratic (gap) estimate needs a guard pair: a random start, or a warm-start block of at least k + 1 rows.
@@ -225,10 +228,11 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int
         errors = error_estimates(theta[:mm], res, k, use_gap)
         scale = np.maximum(np.abs(theta[:top]), np.finfo(float).tiny)
         converged = bool(n >= k and np.all(errors <= tol * scale))
-        if converged and v0 is None and n < max_matvecs and _invariant(products.rows[-1], basis.rows, drop * np.abs(theta).max()):
+        if (converged and v0 is None and n < max_matvecs
+                and _invariant(products.rows[-1], basis.rows, drop * np.abs(theta).max())):
             # A Krylov space that is invariant holds one vector per distinct eigenvalue that the start vector
             # touches: a repeated eigenvalue's other copies are missing. Restart from a random direction.
-            if add(torch.randn(dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)):
+            if add(random_direction()):
                 floor = min(basis.n + min_basis, max_matvecs)
                 continue
         if (converged and n >= floor) or n >= max_matvecs:
@@ -242,9 +246,7 @@ def lanczos_top(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, k: int
         # random direction (a restart: the basis may be an invariant subspace that misses eigenvectors).
         others = [j for j in np.argsort(res)[::-1] if j != i]
         candidates = [resid[i]] + [resid[j] for j in others]
-        if not any(add(w) for w in candidates):
-            fresh = torch.randn(dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
-            if not add(fresh):
-                break
+        if not any(add(w) for w in candidates) and not add(random_direction()):
+            break
     return EigenResult(theta[:top].copy(), ritz[:top].clone(), res[:top].copy(), basis.n, converged, errors.copy(),
                        ritz[top:mm].clone())

@@ -6,6 +6,7 @@ of text taken from a verdict or config is HTML-escaped.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -80,15 +81,10 @@ def _desiderata(v: Verdict) -> dict[str, bool]:
 
 def _systems_used(v: Verdict) -> str:
     """What was trained: run count by architecture, data and optimizer."""
-    counts: dict[str, int] = {}
-    for config in v.systems.values():
-        if "architecture" in config:
-            key = (f"{config['architecture'].get('kind', '?')} on {config['data'].get('kind', '?')}, "
-                   f"{config['rule'].get('optimizer', '?')}")
-        else:
-            key = f"tracked {config.get('model', 'model')}"
-        counts[key] = counts.get(key, 0) + 1
-    return "; ".join(f"{n} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    counts = Counter(f"{c['architecture'].get('kind', '?')} on {c['data'].get('kind', '?')}, "
+                     f"{c['rule'].get('optimizer', '?')}" if "architecture" in c else f"tracked {c.get('model', 'model')}"
+                     for c in v.systems.values())
+    return "; ".join(f"{n} x {k}" for k, n in counts.most_common())
 
 
 def _law_section(v: Verdict) -> str:
@@ -181,7 +177,7 @@ def render_report(verdicts: list[Verdict]) -> str:
         groups.setdefault(_pillar(v), []).append(v)
     groups = {p: vs for p, vs in groups.items() if vs}
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(_tally(verdicts).items()))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(Counter(v.status for v in verdicts).items()))
     pillars = "".join(
         f"<section id='pillar-{_anchor(p)}'><h2>Pillar: {escape(p)}</h2><p>{escape(PILLARS.get(p, ''))}</p>"
         + "".join(_law_section(v) for v in vs) + "</section>" for p, vs in groups.items())
@@ -190,13 +186,6 @@ Theory as lines, measurements as dots.</p>
 {_overview(verdicts, groups)}
 {pillars}"""
     return html_page("lmech report", body, nav=_nav(groups), script=_FILTER_JS)
-
-
-def _tally(verdicts: list[Verdict]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in verdicts:
-        out[v.status] = out.get(v.status, 0) + 1
-    return out
 
 
 def write_report(verdicts: list[Verdict], path: str | Path) -> Path:
