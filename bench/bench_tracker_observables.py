@@ -1,10 +1,11 @@
-"""Tracker overhead per observable on the README's tracking example (issue 18, part 2: the baseline).
+"""Tracker overhead per observable on the README's tracking example (issue 18, part 2).
 
 The README loop: digits, 512 examples, MLP 64-100-10 tanh, Adam lr 1e-3, full batch, ``lmech.half_mse``, float32,
 2 threads. Each variant runs ``--steps`` steps from the same init; plain and tracked loops alternate, ``--repeats``
 rounds, medians. Variants: the loss on the measurement batch alone (``probes=[]``), the sharpness alone, the
-preconditioned sharpness alone, and the default probes (both), each with ``every`` 10 and 50. The overhead is
-``tracked / plain - 1``; HVPs per measurement come from the stored ``*/matvecs`` series.
+preconditioned sharpness alone, and the default probes (both), each at the default schedule (``every="auto"``,
+5% budget) and at ``every`` 10 and 50. The overhead is ``tracked / plain - 1``; HVPs per measurement come from the
+stored ``*/matvecs`` series.
 
     python bench/bench_tracker_observables.py [--steps 2000] [--repeats 3]
 """
@@ -29,7 +30,8 @@ VARIANTS = {
 
 def measure(x, y, steps: int, probes, every: int) -> dict:
     seconds, run = readme_loop(x, y, steps, {"every": every, "probes": probes})
-    out = {"seconds": seconds, "measurements": len(run.series("loss/train")[1])}
+    measured = run.series("loss/train")[0]
+    out = {"seconds": seconds, "measurements": len(measured), "first_steps": measured[:4].tolist()}
     for family in ("sharpness", "preconditioned_sharpness"):
         if f"{family}/matvecs" in run.names():
             out[f"{family}_hvps"] = float(run.series(f"{family}/matvecs")[1].mean())
@@ -45,7 +47,7 @@ def main() -> None:
     x, y = readme_data()
     wait_quiet(label="tracker observables")
     rows = []
-    for every in (10, 50):
+    for every in ("auto", 10, 50):
         for name, probes in VARIANTS.items():
             plain, tracked = [], []
             for _ in range(args.repeats):

@@ -1,7 +1,10 @@
 """Tracker on an ordinary PyTorch loop: what it records equals independent measurements; store, hooks, divergence."""
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -121,3 +124,38 @@ def test_trace_density_and_noise_probes_record_what_the_functions_return():
     noise = lmech.gradient_noise_scale(model, half_mse, x[:40], y[:40])
     assert run.last("noise_scale/b_simple") == pytest.approx(noise.b_simple, rel=1e-8)
     assert run.last("noise_scale/b_noise") == pytest.approx(noise.b_noise, rel=1e-8)
+
+
+def test_ladder_gap_rounds_up_to_1_2_5_times_a_power_of_ten():
+    from lmech.engine.tracker import ladder_gap
+    assert [ladder_gap(v) for v in (0.0, 0.3, 1, 1.01, 3, 5, 5.5, 11, 20, 51, 999, 1001)] == \
+        [1, 1, 1, 2, 5, 5, 10, 20, 20, 100, 1000, 2000]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sleep(lmech.probes.Probe):
+    """A probe that costs ``seconds`` of wall time (the auto schedule must space it by cost / (budget * step))."""
+
+    seconds: float = 0.03
+    name: ClassVar[str] = "test_sleep"
+    families: ClassVar[tuple[str, ...]] = ("test_sleep",)
+
+    def measure(self, state):
+        time.sleep(self.seconds)
+        return {"test_sleep/slept": self.seconds}
+
+
+def test_auto_schedule_spaces_measurements_by_their_cost_over_the_budget():
+    # 30 ms per measurement, 2 ms per step, budget 10%: 30 / (0.1 * 2) = 150 steps, rounded up the ladder to 200
+    model, opt, x, y = _setup()
+    tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, probes=[_Sleep()], budget=0.1)
+    assert tracker.every == "auto"
+    for _ in range(450):
+        time.sleep(0.002)
+        tracker.step()
+    run = tracker.close()
+    assert list(run.series("test_sleep/slept")[0]) == [0, 200, 400]
+    # three measurements of ~30 ms against ~0.9 s of loop: the budget, not more
+    assert 0.07 < run.last("tracker/overhead") < 0.13
+    with pytest.raises(ValueError, match="budget"):
+        lmech.Tracker(model, half_mse, x, y, budget=1.5)

@@ -15,13 +15,24 @@ from ..observables.metrics import loss as full_loss
 from ..observables.probes import Probe, Sharpness
 from ..observables.weights import snapshot
 from ..store.sqlite import Store
-from ..systems._validate import positive_int
+from ..systems._validate import ConfigError, positive_float, positive_int
 from ..store.result import COMPLETED, DIVERGED, RunResult
 from ..observables.state import TrainState
 from .loop import measure_probes, nonfinite
 from .trainer import versions
 
 _ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+_LADDER = (1, 2, 5)  # auto gaps are 1, 2, 5, 10, 20, 50, ... steps, so measured steps line up across runs
+
+
+def ladder_gap(steps: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that is >= ``steps`` (the spacing of ``every="auto"``)."""
+    decade = 1
+    while True:
+        for mantissa in _LADDER:
+            if mantissa * decade >= steps:
+                return mantissa * decade
+        decade *= 10
 
 
 def default_probes(optimizer: torch.optim.Optimizer | None) -> list[Probe]:
@@ -33,19 +44,27 @@ def default_probes(optimizer: torch.optim.Optimizer | None) -> list[Probe]:
 
 
 class Tracker:
-    """Measure ``probes`` on ``model`` every ``every`` optimizer steps of a loop you write, and store them.
+    """Measure ``probes`` on ``model`` during a loop you write, within a time budget, and store them.
 
-    Two lines added to a plain loop (``x, y``: a fixed measurement batch, e.g. 1000 training examples;
+    Two lines added to a plain loop (``x, y``: a fixed measurement batch, e.g. 256-1000 training examples;
     the loss is the one you train with, mean over examples)::
 
-        tracker = lmech.Tracker(model, loss_fn, x, y, optimizer=opt, every=10, store="runs.db")
+        tracker = lmech.Tracker(model, loss_fn, x, y, optimizer=opt, store="runs.db")
         for step in range(steps):
             opt.zero_grad(); loss_fn(model(xb), yb).backward(); opt.step()
             tracker.step()
         tracker.close()  # or use ``with lmech.Tracker(...) as tracker:``
 
-    ``tracker.step()`` counts one update and measures after updates 0 (at construction), ``every``,
-    ``2 every``, ...; ``autostep=True`` instead hooks ``optimizer.step`` so the loop needs no change.
+    Schedule. ``tracker.step()`` counts one update; the tracker measures at construction (step 0) and then:
+
+    * ``every="auto"`` (default): at multiples of a gap chosen so that measuring costs about ``budget`` (default 5%)
+      of the loop's own time. After each measurement the gap is ``cost / (budget * step_time)`` (the measurement's
+      wall time over the mean wall time per counted step, the loop's time outside measurements) rounded up to
+      1, 2, 5, 10, 20, 50, ... steps; the next measurement is at the next multiple of that gap. Which steps are
+      measured thus depends on the machine's speed; pass an integer for a fixed schedule.
+    * ``every=k``: after updates ``k``, ``2k``, ... (whatever they cost).
+
+    ``autostep=True`` instead hooks ``optimizer.step`` so the loop needs no change.
     The loss on the measurement batch is always recorded (``loss/train``; it is also the divergence check). Default
     probes: sharpness (warm-started Lanczos) and, for Adam/AdamW/RMSprop, the preconditioned sharpness
     ``lambda_max(P^-1 H)``; any engine :class:`~lmech.Probe` works. Measurements
@@ -55,20 +74,26 @@ class Tracker:
     divided by the time spent in the loop itself (recorded as ``tracker/overhead`` on close).
     ``loggers`` (e.g. :class:`lmech.integrations.TensorBoardLogger`; anything with ``log(metrics, step)``) receive
     each measurement as it is taken, and are flushed on close (closing them is left to their owner).
-    ``tracker.step(step)`` sets the count to a framework's global step instead of adding one.
+    ``tracker.step(step)`` sets the count to a framework's global step instead of adding one (a measurement is
+    taken at the first count at or past the next scheduled step).
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
-                 optimizer: torch.optim.Optimizer | None = None, every: int = 10,
+                 optimizer: torch.optim.Optimizer | None = None, every: int | str = "auto", budget: float = 0.05,
                  probes: Sequence[Probe] | None = None, store: Store | str | Path | None = None,
                  name: str = "tracked", autostep: bool = False, x_test: torch.Tensor | None = None,
                  y_test: torch.Tensor | None = None, loggers: Sequence = ()) -> None:
-        positive_int("every", every)
+        if every != "auto":
+            positive_int("every", every)
+        positive_float("budget", budget)
+        if budget >= 1:
+            raise ConfigError(f"budget={budget!r} is the measuring time over the loop's time: use a fraction below 1, "
+                              "e.g. 0.05 for 5%")
         if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or len(x) != len(y) or len(x) == 0:
             raise ValueError("x and y must be tensors with the same nonzero number of examples (a measurement batch)")
         if autostep and optimizer is None:
             raise ValueError("autostep=True hooks optimizer.step: pass optimizer=")
-        self.every = every
+        self.every, self.budget = every, budget
         self.loggers = list(loggers)
         self.probes = list(probes) if probes is not None else default_probes(optimizer)
         empty = x[:0]
@@ -78,12 +103,15 @@ class Tracker:
                   "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                   "optimizer": None if optimizer is None else type(optimizer).__name__,
                   "optimizer_defaults": None if optimizer is None else _plain(optimizer.defaults),
-                  "measurement_examples": len(x), "every": every}
+                  "measurement_examples": len(x), "every": every,
+                  "budget": budget if every == "auto" else None}
         self.result = RunResult(f"{name}-{uuid.uuid4().hex[:12]}", None, [p.to_dict() for p in self.probes],
                                 versions=versions(), info=system)
         self._owns_store = store is not None and not isinstance(store, Store)
         self.store = Store(store) if self._owns_store else store
         self.measure_seconds = 0.0
+        self._counted = 0  # step() calls: the loop's time per step is measured over these
+        self._last_measured, self._last_cost = 0, 0.0
         self._start = time.perf_counter()
         self._hook = optimizer.register_step_post_hook(lambda *_: self.step()) if autostep else None
         self._measure()
@@ -107,10 +135,26 @@ class Tracker:
         count is a multiple of ``every`` and was not measured yet."""
         if not self.active:
             return
-        previous = self.state.step
-        self.state.step = previous + 1 if step is None else int(step)
-        if self.state.step % self.every == 0 and self.state.step != previous:
+        self._counted += 1
+        self.state.step = self.state.step + 1 if step is None else int(step)
+        if self.state.step >= self.next_step:
             self._measure()
+
+    @property
+    def gap(self) -> int:
+        """Steps between measurements now: ``every``, or for ``"auto"`` the last measurement's cost over ``budget``
+        times the loop's mean time per step, rounded up to 1, 2, 5, 10, 20, ... (see the class docstring)."""
+        if self.every != "auto":
+            return self.every
+        loop = time.perf_counter() - self._start - self.measure_seconds
+        per_step = loop / max(self._counted, 1)
+        return ladder_gap(self._last_cost / (self.budget * per_step)) if per_step > 0 else 1
+
+    @property
+    def next_step(self) -> int:
+        """The step at which the next measurement is due: the next multiple of :attr:`gap` after the last one."""
+        gap = self.gap
+        return (self._last_measured // gap + 1) * gap
 
     def _measure(self) -> None:
         start = time.perf_counter()
@@ -124,7 +168,9 @@ class Tracker:
         new = self.result.records[n_records:]
         for logger in self.loggers:
             logger.log({name: value for _, name, value in new}, self.state.step)
-        self.measure_seconds += time.perf_counter() - start
+        self._last_cost = time.perf_counter() - start
+        self._last_measured = self.state.step
+        self.measure_seconds += self._last_cost
         self.result.wall_time = time.perf_counter() - self._start
         self._flush(new, self.result.arrays[n_arrays:], finished=not self.active)
 

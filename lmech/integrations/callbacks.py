@@ -2,8 +2,8 @@
 
 Both build a :class:`lmech.Tracker` when training starts (on the framework's model and optimizer, a fixed
 measurement batch ``x, y`` and your ``loss_fn(model(x), y)``), count the framework's global step (so every
-measurement lands at the step the framework reports), measure on the steps divisible by ``every`` and nowhere else,
-and close the tracker when training ends (its :attr:`run` then holds the measurements; ``store`` keeps them).
+measurement lands at the step the framework reports), measure on the steps divisible by ``every`` and nowhere else
+(``every="auto"``: the tracker's time-budgeted schedule, :class:`lmech.Tracker`), and close the tracker when training ends (its :attr:`run` then holds the measurements; ``store`` keeps them).
 ``loggers`` receive every measurement as ``lmech/<observable>/<field>``.
 
 The Hugging Face model's output object is read through ``output`` (default: its ``logits``), so ``loss_fn`` sees a
@@ -28,7 +28,7 @@ from .loggers import _require
 class _Probing:
     """What both callbacks share: the tracker's arguments until training starts, then the tracker."""
 
-    def __init__(self, loss_fn: Callable, x: Any, y: torch.Tensor, *, every: int = 50, probes: Sequence | None = None,
+    def __init__(self, loss_fn: Callable, x: Any, y: torch.Tensor, *, every: int | str = 50, probes: Sequence | None = None,
                  store: str | Path | None = None, loggers: Sequence = (), name: str = "tracked") -> None:
         self._args = dict(loss_fn=loss_fn, x=x, y=y, every=every, probes=probes, store=store, loggers=loggers,
                           name=name)
