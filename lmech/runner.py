@@ -25,9 +25,11 @@ StepProgress = Callable[[str, int, int], None]
 
 def _execute(experiments: Sequence[Experiment], store: Store | None, executor: Executor | None, *, force: bool,
              device: str, batched: bool, progress: Progress | None, step_progress: StepProgress | None,
-             on_run: Callable[[RunResult], None] | None = None) -> dict[str, RunResult]:
+             on_run: Callable[[RunResult], None] | None = None,
+             started: Callable[[], None] | None = None) -> dict[str, RunResult]:
     """Results by run id for ``experiments``: stored ones reused (unless ``force``), the rest trained once each
-    (duplicates by run id share one run), each saved to ``store`` as it finishes; ``on_run`` sees every result."""
+    (duplicates by run id share one run), each saved to ``store`` as it finishes; ``on_run`` sees every result;
+    ``started()`` runs once training is under way (at once when nothing needs training)."""
     results: dict[str, RunResult] = {}
     todo: dict[str, Experiment] = {}
     for exp in experiments:
@@ -44,7 +46,7 @@ def _execute(experiments: Sequence[Experiment], store: Store | None, executor: E
     for result in list(results.values()) if on_run else ():
         on_run(result)
     tasks = plan_tasks(list(todo.values()), batched=batched)
-    started = time.perf_counter()
+    begun = time.perf_counter()
 
     def done(task: Task, task_results: list[RunResult]) -> None:
         for result in task_results:
@@ -55,14 +57,16 @@ def _execute(experiments: Sequence[Experiment], store: Store | None, executor: E
             outcomes = [r.outcome for r in task_results]
             tally = ", ".join(f"{outcomes.count(o)} {o}" for o in dict.fromkeys(outcomes))
             errors = "; ".join(dict.fromkeys(r.error for r in task_results if r.error))
-            progress(f"  {task.label}: {tally} after {time.perf_counter() - started:.1f}s"
+            progress(f"  {task.label}: {tally} after {time.perf_counter() - begun:.1f}s"
                      + (f" ({errors})" if errors else "") + (f" [attempt {task.attempts}]" if task.attempts > 1 else ""))
         for result in task_results:
             if on_run:
                 on_run(result)
 
     if tasks:
-        (executor or InProcess()).run(tasks, done, device=device, progress=step_progress)
+        (executor or InProcess()).run(tasks, done, device=device, progress=step_progress, started=started)
+    elif started:
+        started()
     return results
 
 
@@ -89,7 +93,8 @@ def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = No
     """Verdicts for ``law_ids`` at ``scale`` (``"quick"`` or ``"full"``), in order; stored when ``store`` is given.
 
     Every experiment of every law is collected first, so a run two laws share trains once; the runs are scheduled
-    longest first on ``executor``, and each law is judged (and its verdict stored) as soon as its runs are in;
+    longest first on ``executor``, and each law is judged (and its verdict stored) as soon as its runs are in (a law
+    without runs once the workers have their first tasks, so that its theory overlaps their training);
     ``on_verdict(verdict)`` then runs in the driver (the CLI renders the law's figure there, while the workers train).
     """
     one_of("scale", scale, SCALES)
@@ -120,14 +125,16 @@ def check(law_ids: Sequence[str], scale: str = "quick", store: Store | None = No
                 if not pending:
                     judge(law)
 
-    for law in laws:
-        if not waiting[law.id]:
-            judge(law)
+    def judge_theory_only() -> None:  # laws without runs: judged while the workers train
+        for law in laws:
+            if not waiting[law.id] and law.id not in verdicts:
+                judge(law)
+
     if progress:
         total = len({rid for ids in waiting.values() for rid in ids})
         progress(f"{len(laws)} law(s), {total} distinct run(s) on {(executor or InProcess()).describe()}")
     every = [e for law in laws for e in plans[law.id]]
     _execute(every, store, executor, force=force, device=device, batched=True, progress=progress,
-             step_progress=step_progress, on_run=on_run)
+             step_progress=step_progress, on_run=on_run, started=judge_theory_only)
     return [verdicts[law.id] for law in laws]
 

@@ -194,3 +194,16 @@ def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
     with Store(db) as store:
         assert len([r for r in store.runs() if r["status"] == "finished"]) == 6
         assert set(kept) <= {r["run_id"] for r in store.runs()}
+
+
+@pytest.mark.parametrize("executor", [InProcess(), LocalPool(workers=1)])
+def test_started_runs_once_when_training_is_under_way_and_before_any_task_is_done(executor):
+    # the driver judges laws without runs there, overlapping their theory with the workers' training
+    events: list[str] = []
+    tasks = [Task([Experiment({"lr": lr}, _system(lr), (Loss(),))]) for lr in (0.05, 0.1)]
+    try:
+        executor.run(tasks, lambda task, results: events.append(results[0].outcome),
+                     started=lambda: events.append("started"))
+    finally:
+        getattr(executor, "close", lambda: None)()
+    assert events == ["started", "completed", "completed"]

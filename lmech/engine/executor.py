@@ -99,12 +99,13 @@ def error_results(experiments: Sequence[Experiment], message: str, detail: str =
 
 
 class Executor:
-    """Runs tasks; :meth:`run` calls ``done(task, results)`` in the driver as each task finishes."""
+    """Runs tasks; :meth:`run` calls ``done(task, results)`` in the driver as each task finishes, and ``started()``
+    once the workers have their first tasks (driver-side work placed there overlaps the training)."""
 
     name = "executor"
 
     def run(self, tasks: Sequence[Task], done: Done, *, device: str = "cpu",
-            progress: Callable[[str, int, int], None] | None = None) -> None:
+            progress: Callable[[str, int, int], None] | None = None, started: Callable[[], None] | None = None) -> None:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -116,7 +117,9 @@ class InProcess(Executor):
 
     name = "inprocess"
 
-    def run(self, tasks, done, *, device="cpu", progress=None):
+    def run(self, tasks, done, *, device="cpu", progress=None, started=None):
+        if started:
+            started()  # nothing runs beside the driver here
         for task in tasks:
             task.attempts += 1
             done(task, run_task(task.experiments, device, progress=progress))
@@ -159,13 +162,16 @@ class LocalPool(Executor):
             self._live.shutdown(wait=False, cancel_futures=True)
             self._live = None
 
-    def run(self, tasks, done, *, device="cpu", progress=None):
+    def run(self, tasks, done, *, device="cpu", progress=None, started=None):
         queue = list(tasks)
         pool = self._current()
         running: dict[Future, Task] = {}
         try:
             while queue or running:
                 broken = not self._fill(pool, queue, running, device)
+                if started:
+                    started()
+                    started = None
                 if not broken:
                     finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for future in finished:
@@ -245,13 +251,15 @@ class Ray(Executor):
             ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
         return ray
 
-    def run(self, tasks, done, *, device="cpu", progress=None):
+    def run(self, tasks, done, *, device="cpu", progress=None, started=None):
         ray = self._init()
         remote = ray.remote(num_cpus=1, max_retries=1)(run_task)
         refs = {}
         for task in tasks:
             task.attempts += 1
             refs[remote.remote(task.experiments, device, self.threads)] = task
+        if started:
+            started()
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
