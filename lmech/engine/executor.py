@@ -166,6 +166,8 @@ class LocalPool(Executor):
         queue = list(tasks)
         pool = self._current()
         running: dict[Future, Task] = {}
+        driver_threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the workers hold the cores; the driver's judges and figures take one thread
         try:
             while queue or running:
                 broken = not self._fill(pool, queue, running, device)
@@ -185,6 +187,8 @@ class LocalPool(Executor):
         except BaseException:  # interrupted: stop the workers, keep what the driver already stored
             self.close()
             raise
+        finally:
+            torch.set_num_threads(driver_threads)
 
     def _fill(self, pool: ProcessPoolExecutor, queue: list[Task], running: dict[Future, Task], device: str) -> bool:
         """Submit queued tasks until each worker has two; ``False`` when the pool is broken (a worker died while
