@@ -150,3 +150,27 @@ def test_weight_decay_gives_the_ridge_solution_and_adamw_decays_decoupled():
     p.grad = torch.zeros(3)
     opt.step()
     np.testing.assert_allclose(p.detach().numpy(), 1 - 0.1 * 0.5, rtol=1e-7)
+
+
+def test_stop_when_ends_the_run_where_the_unstopped_run_first_crosses_and_measures_the_final_probes_there():
+    from lmech.probes import Parameters, StopWhen
+    system = _digits_system(optimizer="adam", lr=0.01, steps=200)
+    full = train(system, [Loss(Schedule(every=5)), Parameters(Schedule(every=5))])
+    steps, acc = full.series("accuracy/train")
+    crossing = int(steps[np.argmax(acc >= 0.9)])
+    assert 0 < crossing < 200  # the threshold is crossed mid-run
+    stopped = train(system, [Loss(Schedule(every=5)), StopWhen(Schedule(every=5), "accuracy/train", at_least=0.9),
+                             Parameters(Schedule(at=(200,)))])
+    assert stopped.series("loss/train")[0][-1] == crossing and stopped.last("stopped") == 1.0
+    assert stopped.outcome == "completed"
+    at_stop = {n: a for s, n, a in stopped.arrays}  # the Parameters probe scheduled at the last step ran at the stop
+    assert {s for s, _, _ in stopped.arrays} == {crossing}
+    for name, array in at_stop.items():
+        np.testing.assert_array_equal(array, full.array(name, crossing))
+    below = train(system, [Loss(Schedule(every=5)), StopWhen(Schedule(every=5), "loss/train", at_most=0.0)])
+    assert below.series("loss/train")[0][-1] == 200 and "stopped" not in below.names()  # never reached: full budget
+    from lmech.observables.probes import probe_from_dict
+    rule = StopWhen(Schedule(every=5), "loss/train", at_most=0.1)
+    assert probe_from_dict(rule.to_dict()) == rule  # stored with the run like every engine probe
+    with pytest.raises(ValueError, match="exactly one of at_least= and at_most="):
+        StopWhen(metric="loss/train")

@@ -27,14 +27,14 @@ def nonfinite(loss: torch.Tensor | float) -> torch.Tensor:
     return ~torch.isfinite(torch.as_tensor(loss))
 
 
-def run_steps(steps: int, *, measure: Callable[[int], None], compute: Callable[[int], torch.Tensor],
+def run_steps(steps: int, *, measure: Callable[[int], bool | None], compute: Callable[[int], torch.Tensor],
               apply: Callable[[int], None], diverge: Callable[[int, torch.Tensor], bool]) -> None:
-    """The step loop. For ``step = 0 .. steps``: ``measure(step)``; then (before the last) ``loss = compute(step)``
-    (forward, loss and backward on the step's minibatch), ``diverge(step, nonfinite(loss))`` when any loss is
-    non-finite (it returns True to stop the loop), and ``apply(step)`` (the optimizer step)."""
+    """The step loop. For ``step = 0 .. steps``: ``measure(step)`` (it returns True to end the run there); then
+    (before the last) ``loss = compute(step)`` (forward, loss and backward on the step's minibatch),
+    ``diverge(step, nonfinite(loss))`` when any loss is non-finite (it returns True to stop the loop), and
+    ``apply(step)`` (the optimizer step)."""
     for step in range(steps + 1):
-        measure(step)
-        if step == steps:
+        if measure(step) or step == steps:
             return
         bad = nonfinite(compute(step).detach())
         if bool(bad.any()) and diverge(step, bad):

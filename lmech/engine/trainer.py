@@ -165,9 +165,14 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
     when = [(p, p.schedule.steps(steps)) for p in probes]
     report_every = max(steps // 100, 1)
 
-    def measure(step: int) -> None:
+    def measure(step: int) -> bool:
         state.step = step
-        measure_probes([p for p, due in when if step in due], state, result)
+        due = [p for p, steps_due in when if step in steps_due]
+        measure_probes(due, state, result)
+        if step < steps and any(p.ends_run(result.records, step) for p in due):  # a StopWhen probe ends the run:
+            measure_probes([p for p, steps_due in when if steps in steps_due and p not in due], state, result)
+            return True  # what was scheduled at the last step is measured here
+        return False
 
     def compute(step: int) -> torch.Tensor:
         idx = next_batch()

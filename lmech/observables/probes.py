@@ -43,8 +43,8 @@ EVERY_STEP = Schedule(every=1)
 
 __all__ = ["Probe", "Loss", "GradNorm", "WeightChange", "SingularValues", "Conservation", "Sharpness", "Instability",
            "Outputs", "Kernels", "Parameters", "RepresentationChange", "RepresentationSimilarity", "FeatureAnsatz", "NoiseScale",
-           "HessianTrace", "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "probe_from_dict",
-           "probe_types"]
+           "HessianTrace", "HessianDensity", "CoordinateSizes", "NeuralCollapse", "WeightSpectrum", "StopWhen",
+           "probe_from_dict", "probe_types"]
 
 _REGISTRY: dict[str, type["Probe"]] = {}
 
@@ -73,6 +73,11 @@ class Probe:
         """Named scalars (tidy metrics) and/or arrays (kernels, outputs: stored as array records)."""
         raise NotImplementedError
 
+    def ends_run(self, records: list[tuple[int, str, float]], step: int) -> bool:
+        """Whether the run should end after this step's measurements (``records``: the run's so far); only
+        :class:`StopWhen` says yes."""
+        return False
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "schedule"}
         return {"name": self.name, **d, "schedule": self.schedule.to_dict()}
@@ -97,6 +102,40 @@ class Loss(Probe):
         if state.labelled:
             out[f"accuracy/{self.split}"] = accuracy(state.model, x, y)
         return out
+
+
+@dataclass(frozen=True)
+class StopWhen(Probe):
+    """End the run at the first step of its schedule where ``metric`` (a scalar another probe recorded at that step,
+    listed before this one, e.g. ``accuracy/test`` of :class:`Loss`) is ``>= at_least`` (or ``<= at_most``: give
+    one); records ``stopped = 1`` there. The engine then measures every probe scheduled at the last step at this one, so "final" measurements
+    describe where the run stopped. For runs whose budget only needs to outlast an event (a grokking run needs no
+    steps after its test accuracy crossed the threshold)."""
+
+    metric: str = "accuracy/test"
+    at_least: float | None = None
+    at_most: float | None = None
+    name: ClassVar[str] = "stop"
+    families: ClassVar[tuple[str, ...]] = ("stopped",)
+
+    def __post_init__(self) -> None:
+        if (self.at_least is None) == (self.at_most is None):
+            raise ConfigError(f"probe StopWhen({self.metric!r}) needs exactly one of at_least= and at_most= (the "
+                              "threshold the metric must reach)")
+
+    def measure(self, state: TrainState) -> dict[str, float]:
+        return {}
+
+    def ends_run(self, records: list[tuple[int, str, float]], step: int) -> bool:
+        for at, name, value in reversed(records):
+            if at != step:
+                return False
+            if name == self.metric:
+                if value >= self.at_least if self.at_least is not None else value <= self.at_most:
+                    records.append((step, "stopped", 1.0))
+                    return True
+                return False
+        return False
 
 
 @dataclass(frozen=True)
