@@ -14,10 +14,11 @@ from lmech.systems import MNIST1D, LearningRule, System, Task
 
 LAW = LAWS["depth-mup-transfer"]
 LR = 1e-3
+WIDTH = 128  # these unit tests' residual width (the law's own is in its settings)
 
 
 def _system(depth, base_depth, exponent, steps=0):
-    return System(_architecture(depth, base_depth, exponent), MNIST1D(n_train=256, n_test=0), Task("cross_entropy"),
+    return System(_architecture(WIDTH, depth, base_depth, exponent), MNIST1D(n_train=256, n_test=0), Task("cross_entropy"),
                   LearningRule(lr=LR, steps=steps, optimizer="adam", batch_size=64))
 
 
@@ -52,7 +53,7 @@ def test_branch_init_and_learning_rates_follow_the_depth_rule(exponent):
         assert lrs[f"blocks.{i}.2.weight"] == pytest.approx(branch_lr, rel=1e-12)
         assert lrs[f"blocks.{i}.2.bias"] == pytest.approx(branch_lr, rel=1e-12)
         # He init (relu gain sqrt 2) times the branch multiplier; sampling error of the std over 128^2 draws ~0.6%
-        assert float(weight.detach().std()) == pytest.approx(math.sqrt(2 / 128) * multiplier, rel=0.03)
+        assert float(weight.detach().std()) == pytest.approx(math.sqrt(2 / WIDTH) * multiplier, rel=0.03)
     for name in ("embed.weight", "embed.bias", "readout.weight", "readout.bias"):
         assert lrs[name] == pytest.approx(LR, rel=1e-12)  # outside the residual stack: no depth factor
 

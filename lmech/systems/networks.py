@@ -37,8 +37,11 @@ class Dense(nn.Module):
         self.multiplier = multiplier
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        w = self.weight if self.multiplier == 1.0 else self.weight * self.multiplier
-        return F.linear(h, w, self.bias)
+        if self.multiplier == 1.0:
+            return F.linear(h, self.weight, self.bias)
+        if h.numel() < self.weight.numel():  # (m h) W^T = m (h W^T): scale the smaller operand (a wide layer's
+            return F.linear(h * self.multiplier, self.weight, self.bias)  # weights dwarf a batch of inputs)
+        return F.linear(h, self.weight * self.multiplier, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]} -> {self.weight.shape[0]}, bias={self.bias is not None}, multiplier={self.multiplier:g}"
