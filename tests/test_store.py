@@ -92,8 +92,14 @@ def test_interrupted_check_keeps_finished_runs_and_rerun_reuses_them(tmp_path, s
             except sqlite3.OperationalError:
                 pass
     assert proc.poll() is None, "the check finished before it could be interrupted"
+    workers = _children(proc.pid)
+    assert workers, "the check runs on a pool of worker processes"
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
+    deadline = time.time() + 15  # the pool's workers end with their driver, even one killed with SIGKILL
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "worker processes outlived their driver"
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
@@ -129,3 +135,25 @@ def test_array_records_round_trip_and_init_only_runs(tmp_path):
     assert back.array("output/train").shape == (12, 1) and back.array("output/test").shape == (5, 1)
     with pytest.raises(KeyError, match="output/valid"):
         back.array("output/valid")
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

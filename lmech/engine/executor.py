@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import threading
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -125,9 +127,18 @@ class InProcess(Executor):
             done(task, run_task(task.experiments, device, progress=progress))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, driver: int) -> None:
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
+
+
+def _exit_without(driver: int) -> None:
+    """End this worker once its driver process is gone (a driver killed with SIGKILL cannot stop its pool; the
+    worker is then re-parented and would otherwise wait for tasks forever)."""
+    while os.getppid() == driver:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 class LocalPool(Executor):
@@ -149,7 +160,7 @@ class LocalPool(Executor):
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads,))
+                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
 
     def _current(self) -> ProcessPoolExecutor:
         if self._live is None:
