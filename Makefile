@@ -60,9 +60,12 @@ bench: install
 	$(BIN)/python bench/bench_noise_scale.py
 	$(BIN)/python bench/bench_tracker.py
 	$(BIN)/python bench/bench_tracker_observables.py
+	$(BIN)/python bench/bench_batched.py --models 16
 	$(BIN)/python bench/bench_batched.py
+	$(BIN)/python bench/bench_batched.py --models 256
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_atlas.py
+	$(BIN)/python bench/atlas_profile.py
 	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[ray]"
 	$(BIN)/python bench/bench_executor.py --atlas
 
