@@ -136,7 +136,7 @@ def test_ladder_gap_rounds_up_to_1_2_5_times_a_power_of_ten():
 class _Sleep(lmech.probes.Probe):
     """A probe that costs ``seconds`` of wall time (the auto schedule must space it by cost / (budget * step))."""
 
-    seconds: float = 0.03
+    seconds: float = 0.025
     name: ClassVar[str] = "test_sleep"
     families: ClassVar[tuple[str, ...]] = ("test_sleep",)
 
@@ -146,16 +146,17 @@ class _Sleep(lmech.probes.Probe):
 
 
 def test_auto_schedule_spaces_measurements_by_their_cost_over_the_budget():
-    # 30 ms per measurement, 2 ms per step, budget 10%: 30 / (0.1 * 2) = 150 steps, rounded up the ladder to 200
+    # 25 ms per measurement, 2 ms per step, budget 10%: 25 / (0.1 * 2) = 125 steps, rounded up the ladder to 200;
+    # the gap ramps up tenfold per measurement (10 after step 0, then 100) before it reaches 200
     model, opt, x, y = _setup()
     tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, probes=[_Sleep()], budget=0.1)
     assert tracker.every == "auto"
-    for _ in range(450):
+    for _ in range(1250):
         time.sleep(0.002)
         tracker.step()
     run = tracker.close()
-    assert list(run.series("test_sleep/slept")[0]) == [0, 200, 400]
-    # three measurements of ~30 ms against ~0.9 s of loop: the budget, not more
-    assert 0.07 < run.last("tracker/overhead") < 0.13
+    assert list(run.series("test_sleep/slept")[0]) == [0, 10, 100, 200, 400, 600, 800, 1000, 1200]
+    # nine measurements of ~25 ms against ~2.5 s of loop: under the budget, the ramp's two extra measurements included
+    assert 0.06 < run.last("tracker/overhead") < 0.12
     with pytest.raises(ValueError, match="budget"):
         lmech.Tracker(model, half_mse, x, y, budget=1.5)

@@ -60,8 +60,11 @@ class Tracker:
     * ``every="auto"`` (default): at multiples of a gap chosen so that measuring costs about ``budget`` (default 5%)
       of the loop's own time. After each measurement the gap is ``cost / (budget * step_time)`` (the measurement's
       wall time over the mean wall time per counted step, the loop's time outside measurements) rounded up to
-      1, 2, 5, 10, 20, 50, ... steps; the next measurement is at the next multiple of that gap. Which steps are
-      measured thus depends on the machine's speed; pass an integer for a fixed schedule.
+      1, 2, 5, 10, 20, 50, ... steps; the next measurement is at the next multiple of that gap. The gap grows at
+      most tenfold per measurement (at most 10 steps after step 0, then 100, ...), so the first, often fastest
+      phase of training is measured too, and the first measurement's one-time costs do not silence the tracker for
+      a whole short run. Which steps are measured thus depends on the machine's speed; pass an integer for a fixed
+      schedule.
     * ``every=k``: after updates ``k``, ``2k``, ... (whatever they cost).
 
     ``autostep=True`` instead hooks ``optimizer.step`` so the loop needs no change.
@@ -112,6 +115,7 @@ class Tracker:
         self.measure_seconds = 0.0
         self._counted = 0  # step() calls: the loop's time per step is measured over these
         self._last_measured, self._last_cost = 0, 0.0
+        self._cap = 10  # an auto gap grows at most tenfold per measurement: 10, 100, ... steps while it ramps up
         self._start = time.perf_counter()
         self._hook = optimizer.register_step_post_hook(lambda *_: self.step()) if autostep else None
         self._measure()
@@ -137,8 +141,10 @@ class Tracker:
             return
         self._counted += 1
         self.state.step = self.state.step + 1 if step is None else int(step)
-        if self.state.step >= self.next_step:
+        gap = self.gap
+        if self.state.step >= self._due(gap):
             self._measure()
+            self._cap = 10 * gap
 
     @property
     def gap(self) -> int:
@@ -148,12 +154,14 @@ class Tracker:
             return self.every
         loop = time.perf_counter() - self._start - self.measure_seconds
         per_step = loop / max(self._counted, 1)
-        return ladder_gap(self._last_cost / (self.budget * per_step)) if per_step > 0 else 1
+        return min(ladder_gap(self._last_cost / (self.budget * per_step)), self._cap) if per_step > 0 else 1
 
     @property
     def next_step(self) -> int:
         """The step at which the next measurement is due: the next multiple of :attr:`gap` after the last one."""
-        gap = self.gap
+        return self._due(self.gap)
+
+    def _due(self, gap: int) -> int:
         return (self._last_measured // gap + 1) * gap
 
     def _measure(self) -> None:
