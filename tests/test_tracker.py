@@ -145,9 +145,25 @@ class _Sleep(lmech.probes.Probe):
         return {"test_sleep/slept": self.seconds}
 
 
-def test_auto_schedule_spaces_measurements_by_their_cost_over_the_budget():
+class _Clock:
+    """A wall clock that moves only when slept on: the schedule's timings become exact (no machine noise)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_auto_schedule_spaces_measurements_by_their_cost_over_the_budget(monkeypatch):
     # 25 ms per measurement, 2 ms per step, budget 10%: 25 / (0.1 * 2) = 125 steps, rounded up the ladder to 200;
     # the gap ramps up tenfold per measurement (10 after step 0, then 100) before it reaches 200
+    clock = _Clock()
+    monkeypatch.setattr(time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(time, "sleep", clock.sleep)
     model, opt, x, y = _setup()
     tracker = lmech.Tracker(model, half_mse, x, y, optimizer=opt, probes=[_Sleep()], budget=0.1)
     assert tracker.every == "auto"
@@ -156,7 +172,7 @@ def test_auto_schedule_spaces_measurements_by_their_cost_over_the_budget():
         tracker.step()
     run = tracker.close()
     assert list(run.series("test_sleep/slept")[0]) == [0, 10, 100, 200, 400, 600, 800, 1000, 1200]
-    # nine measurements of ~25 ms against ~2.5 s of loop: under the budget, the ramp's two extra measurements included
+    # nine measurements of 25 ms against 2.5 s of loop (0.09): under the budget, the ramp's two extra ones included
     assert 0.06 < run.last("tracker/overhead") < 0.12
     with pytest.raises(ValueError, match="budget"):
         lmech.Tracker(model, half_mse, x, y, budget=1.5)

@@ -131,12 +131,16 @@ class Tracker:
     @property
     def overhead(self) -> float:
         """Time measuring / time in the training loop (wall time since construction minus measuring)."""
-        loop = time.perf_counter() - self._start - self.measure_seconds
+        loop = self._loop_seconds()
         return self.measure_seconds / loop if loop > 0 else math.nan
 
+    def _loop_seconds(self) -> float:
+        """Wall time since construction spent outside measurements (the loop's own time)."""
+        return time.perf_counter() - self._start - self.measure_seconds
+
     def step(self, step: int | None = None) -> None:
-        """Count one optimizer update (or set the count to ``step``, a framework's global step); measure if the
-        count is a multiple of ``every`` and was not measured yet."""
+        """Count one optimizer update (or set the count to ``step``, a framework's global step); measure once the
+        count reaches the next multiple of :attr:`gap` after the last measured step."""
         if not self.active:
             return
         self._counted += 1
@@ -152,16 +156,11 @@ class Tracker:
         times the loop's mean time per step, rounded up to 1, 2, 5, 10, 20, ... (see the class docstring)."""
         if self.every != "auto":
             return self.every
-        loop = time.perf_counter() - self._start - self.measure_seconds
-        per_step = loop / max(self._counted, 1)
+        per_step = self._loop_seconds() / max(self._counted, 1)
         return min(ladder_gap(self._last_cost / (self.budget * per_step)), self._cap) if per_step > 0 else 1
 
-    @property
-    def next_step(self) -> int:
-        """The step at which the next measurement is due: the next multiple of :attr:`gap` after the last one."""
-        return self._due(self.gap)
-
     def _due(self, gap: int) -> int:
+        """The step at which the next measurement is due: the next multiple of ``gap`` after the last one."""
         return (self._last_measured // gap + 1) * gap
 
     def _measure(self) -> None:

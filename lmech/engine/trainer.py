@@ -170,8 +170,9 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
         due = [p for p, steps_due in when if step in steps_due]
         measure_probes(due, state, result)
         if step < steps and any(p.ends_run(result.records, step) for p in due):  # a StopWhen probe ends the run:
+            result.records.append((step, "stopped", 1.0))  # what was scheduled at the last step is measured here
             measure_probes([p for p, steps_due in when if steps in steps_due and p not in due], state, result)
-            return True  # what was scheduled at the last step is measured here
+            return True
         return False
 
     def compute(step: int) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Both build a :class:`lmech.Tracker` when training starts (on the framework's model and optimizer, a fixed
 measurement batch ``x, y`` and your ``loss_fn(model(x), y)``), count the framework's global step (so every
 measurement lands at the step the framework reports), measure on the steps divisible by ``every`` and nowhere else
-(``every="auto"``: the tracker's time-budgeted schedule, :class:`lmech.Tracker`), and close the tracker when training ends (its :attr:`run` then holds the measurements; ``store`` keeps them).
+(``every="auto"``: the tracker's time-budgeted schedule, :class:`lmech.Tracker`), and close the tracker when
+training ends (its :attr:`run` then holds the measurements; ``store`` keeps them).
 ``loggers`` receive every measurement as ``lmech/<observable>/<field>``.
 
 The Hugging Face model's output object is read through ``output`` (default: its ``logits``), so ``loss_fn`` sees a

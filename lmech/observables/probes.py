@@ -108,9 +108,9 @@ class Loss(Probe):
 class StopWhen(Probe):
     """End the run at the first step of its schedule where ``metric`` (a scalar another probe recorded at that step,
     listed before this one, e.g. ``accuracy/test`` of :class:`Loss`) is ``>= at_least`` (or ``<= at_most``: give
-    one); records ``stopped = 1`` there. The engine then measures every probe scheduled at the last step at this one, so "final" measurements
-    describe where the run stopped. For runs whose budget only needs to outlast an event (a grokking run needs no
-    steps after its test accuracy crossed the threshold)."""
+    one); the engine then records ``stopped = 1`` and measures every probe scheduled at the last step at this one, so
+    "final" measurements describe where the run stopped. For runs whose budget only needs to outlast an event (a
+    grokking run needs no steps after its test accuracy crossed the threshold)."""
 
     metric: str = "accuracy/test"
     at_least: float | None = None
@@ -131,10 +131,7 @@ class StopWhen(Probe):
             if at != step:
                 return False
             if name == self.metric:
-                if value >= self.at_least if self.at_least is not None else value <= self.at_most:
-                    records.append((step, "stopped", 1.0))
-                    return True
-                return False
+                return value >= self.at_least if self.at_least is not None else value <= self.at_most
         return False
 
 
