@@ -9,6 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 OUT ?= lmech-out
 BIN := $(VENV)/bin
+# With pip's --no-compile, Python byte-compiles each module when it is first imported and caches the result, here
+# under the venv (not in the checkout). A shell that sets PYTHONDONTWRITEBYTECODE would make every process compile
+# torch's, scipy's and lmech's modules again: 2.7 s per process, 26 CPU-seconds of the quick atlas (bench/README.md).
+unexport PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX ?= $(abspath $(VENV))/pycache
 
 .PHONY: atlas test test-slow install install-test install-ray bench catalogue clean
 

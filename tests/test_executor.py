@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from lmech.engine.executor import InProcess, LocalPool, Task, make_executor, plan_tasks
+from lmech.engine.executor import InProcess, LocalPool, Task, make_executor, plan_tasks, run_task
 from lmech.laws import LAWS, Check, Experiment, Law, Panel, Series
 from lmech.observables.probes import Loss, Sharpness
 from lmech.observables.schedule import Schedule
 from lmech.runner import check, run_experiments
 from lmech.store import Store
-from lmech.systems import MLP, Digits, LearningRule, System, Task as LossTask
+from lmech.systems import MLP, MNIST1D, Digits, LearningRule, ModularArithmetic, System, Task as LossTask, Transformer
 
 
 def _system(lr: float, width: int = 4, steps: int = 5) -> System:
@@ -71,19 +72,58 @@ def test_check_trains_a_shared_run_once_and_reuses_stored_runs(tmp_path, tiny_la
         verdicts = check(tiny_laws, "quick", store, progress=lines.append)
         assert [v.status for v in verdicts] == ["pass", "pass"]
         assert len(store.runs()) == 4  # 3 + 2 experiments, one shared
-        assert sum("trained" in ln or "completed" in ln for ln in lines) == 4
+        assert sum(int(n) for ln in lines for n in re.findall(r"(\d+) completed", ln)) == 4  # in one bundled task
         again = []
         check(tiny_laws, "quick", store, progress=again.append)
         assert sum("reused stored run" in ln for ln in again) == 4 and not any("completed" in ln for ln in again)
         assert len(store.verdicts()) == 2
 
 
-def test_tasks_run_longest_first_and_batched_groups_stay_one_task():
+def test_tasks_run_longest_first_and_batched_groups_stay_one_part():
     exps = [Experiment({"lr": lr}, _system(lr), [Loss()]) for lr in (0.1, 0.2, 0.3)]  # batchable: differ only in lr
     big = Experiment({"lr": 0.1, "w": 64}, _system(0.1, width=64, steps=50), [Loss(), Sharpness(Schedule(at=(0,)))])
-    tasks = plan_tasks(exps + [big])
-    assert [len(t.experiments) for t in tasks] == [1, 3]  # the wide run first, the three lrs as one group
-    assert tasks[0].experiments[0] is big
+    (task,) = plan_tasks(exps + [big])  # both units are estimated far below a second: one bundle
+    assert task.parts == [[big], exps]  # the wide run first, the three lrs as one group
+
+
+def test_small_units_travel_in_bundles_of_about_a_second_longest_first():
+    wide = [Experiment({"w": w}, _system(0.1, width=w, steps=5000), [Loss()]) for w in (512, 256, 8)]  # 2-3 s each
+    tiny = [Experiment({"lr": lr}, _system(lr), [Loss(), Sharpness(Schedule(at=(0,)))]) for lr in np.linspace(0.01, 1, 400)]
+    tasks = plan_tasks(tiny + wide)
+    assert [t.experiments for t in tasks[:3]] == [[e] for e in wide]  # alone, the longest first
+    assert sorted(e.run_id for t in tasks for e in t.experiments) == sorted(e.run_id for e in tiny + wide)
+    assert all(len(part) == 1 for t in tasks for part in t.parts)  # sharpness probes: nothing batches
+    bundles = tasks[3:]
+    assert all(1.0 <= t.cost < 1.1 for t in bundles[:-1]) and bundles[-1].cost < 1.1  # ~11 ms per tiny unit
+    assert 3 <= len(bundles) <= 6  # 400 runs in a handful of round trips
+
+
+def test_a_part_that_raises_does_not_take_the_rest_of_its_bundle_with_it():
+    bad = Experiment({"w": "huge"}, _system(0.2).replace(architecture=MLP(width=10 ** 7, depth=2)), [Loss()])
+    good = Experiment({"lr": 0.1}, _system(0.1), [Loss()])
+    results = run_task([[bad], [good]])
+    assert [r.outcome for r in results] == ["error", "completed"] and "lower architecture.width" in results[0].error
+
+
+def test_planned_costs_order_groups_as_the_quick_atlas_measured():
+    """Two of the quick atlas's batched groups, timed in its pool (bench/README.md, "Profiled quick atlas"): 30
+    transformers of width 128 (50 Adam steps of 128 two-token rows) took 22-23 s, 27 MLPs of width 256 (300 steps
+    of 256 rows) 13 s, and a single width-2048 NTK MLP (400 full-batch steps of 128 digits) 17-22 s. The earlier
+    cost model (width^2 x depth per row, groups discounted by sqrt(size)) ordered the transformers 50x below the
+    MLPs, so they started last and ran alone at the end."""
+    data = ModularArithmetic(p=31, n_train=512, n_test=0)
+    transformers = [Experiment({"lr": lr}, System(Transformer(128, base_width=16), data, LossTask("cross_entropy"),
+                                                  LearningRule(lr=lr, steps=50, optimizer="adam", batch_size=128)),
+                               [Loss(Schedule(at=(50,)))]) for lr in np.geomspace(1e-4, 1e-1, 30)]
+    mlps = [Experiment({"lr": lr}, System(MLP(256, depth=2), MNIST1D(n_train=4000, n_test=0), LossTask("cross_entropy"),
+                                          LearningRule(lr=lr, steps=300, optimizer="adam", batch_size=256)),
+                    [Loss(Schedule(at=(300,)))])
+            for lr in np.geomspace(1e-4, 1e-1, 27)]
+    ntk = Experiment({"w": 2048}, System(MLP(2048, depth=2, parameterization="ntk"), Digits(n_train=128, n_test=128),
+                                         LossTask("mse"), LearningRule(lr=1.0, steps=400)), [Loss()])
+    costs = {t.experiments[0].key.get("w", len(t.experiments)): t.cost for t in plan_tasks(transformers + mlps + [ntk])}
+    assert costs[30] > costs[27] and costs[2048] > costs[27]
+    assert 0.3 < costs[30] / 22.5 < 3 and 0.3 < costs[27] / 13.0 < 3  # roughly in seconds
 
 
 def test_local_pool_equals_in_process(tmp_path):
@@ -122,7 +162,7 @@ def test_a_killed_worker_is_retried_once_and_the_store_stays_intact(tmp_path):
 
     pool._pool = pool_that_loses_a_worker
     with Store(tmp_path / "k.db") as store:
-        tasks = [Task([e]) for e in exps]
+        tasks = [Task([[e]]) for e in exps]
         pool.run(tasks, done)
         assert killed and len(finished) == 2
         assert all(r["outcome"] == "completed" and r["status"] == "finished" for r in store.runs())
@@ -200,7 +240,7 @@ def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
 def test_started_runs_once_when_training_is_under_way_and_before_any_task_is_done(executor):
     # the driver judges laws without runs there, overlapping their theory with the workers' training
     events: list[str] = []
-    tasks = [Task([Experiment({"lr": lr}, _system(lr), (Loss(),))]) for lr in (0.05, 0.1)]
+    tasks = [Task([[Experiment({"lr": lr}, _system(lr), (Loss(),))]]) for lr in (0.05, 0.1)]
     try:
         executor.run(tasks, lambda task, results: events.append(results[0].outcome),
                      started=lambda: events.append("started"))

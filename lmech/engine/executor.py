@@ -16,12 +16,14 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..store.result import ERROR, RunResult
 from .experiment import Experiment
@@ -35,50 +37,103 @@ EXECUTORS = ("inprocess", "pool", "ray")
 
 @dataclass
 class Task:
-    """Experiments trained as one unit (one, or a batched group), its estimated ``cost`` (for longest-first
-    scheduling) and how many times it was started."""
+    """One worker call: its ``parts`` trained one after another, each as one unit (a single experiment, or a batched
+    group); its estimated ``cost`` (seconds, for longest-first scheduling) and how many times it was started."""
 
-    experiments: list[Experiment]
+    parts: list[list[Experiment]]
     cost: float = 0.0
     attempts: int = field(default=0, compare=False)
 
     @property
+    def experiments(self) -> list[Experiment]:
+        return [e for part in self.parts for e in part]
+
+    @property
     def label(self) -> str:
-        first, last = self.experiments[0].label, self.experiments[-1].label
-        return first if len(self.experiments) == 1 else f"{len(self.experiments)} runs {first} .. {last} (batched)"
+        exps = self.experiments
+        first, last = exps[0].label, exps[-1].label
+        if len(exps) == 1:
+            return first
+        return f"{len(exps)} runs {first} .. {last} " + ("(batched)" if len(self.parts) == 1 else f"({len(self.parts)} parts)")
 
 
-def estimated_cost(exp: Experiment) -> float:
-    """A rough training cost of ``exp`` (arbitrary units, for ordering only): steps x rows per step x a width-squared
-    layer cost, plus a full-data pass per probe measurement (curvature probes counted as 20 passes)."""
-    system = exp.system
-    arch, rule, data = system.architecture, system.rule, system.data
-    n = data.n_train
+# A worker's speed for the cost model: seconds per operator call (forward, backward and update; under vmap for a
+# group) and float32 multiply-add throughput of one thread, set from the quick atlas's task times (bench/README.md,
+# "Profiled quick atlas").
+_SECONDS_PER_OP = 2.5e-5
+_MACS_PER_SECOND = 5e10
+
+
+def _forward_size(arch) -> tuple[float, float]:
+    """Multiply-adds per example and operator calls of one forward pass of ``arch`` (input and output layers counted
+    as 64 units each). A transformer's examples are the two-token sequences of lmech's token data, and its
+    multiply-adds count twice: its many small attention products, LayerNorms and GELUs under ``vmap`` ran at half an
+    MLP's rate in the quick atlas."""
+    width, depth = float(arch.width), getattr(arch, "depth", 1)
+    if arch.kind == "transformer":
+        return 2 * 2 * depth * (4 + 2 * arch.mlp_ratio) * width ** 2, 30 * depth + 10
+    if arch.kind == "residual_mlp":
+        return depth * width ** 2 + 128 * width, 6 * depth + 6
+    return max(depth - 1, 0) * width ** 2 + 128 * width, 3 * depth + 3
+
+
+def estimated_cost(exp: Experiment) -> tuple[float, float]:
+    """Rough seconds one worker needs to train ``exp``, split into the per-call overhead (paid once by a batched
+    group) and the arithmetic (paid by every member): a training step is three forward passes' calls and
+    multiply-adds over its rows, a probe measurement one pass over the training set (curvature probes 60 passes:
+    about 20 Hessian-vector products of 3 passes each)."""
+    rule, n = exp.system.rule, exp.system.data.n_train
+    macs, ops = _forward_size(exp.system.architecture)
     rows = min(rule.batch_size or n, n)
-    layer = float(arch.width) ** 2 * max(getattr(arch, "depth", 1), 1) + 64.0 * arch.width
-    measure = sum(len(p.schedule.steps(rule.steps)) * (20.0 if p.name in _CURVATURE_PROBES else 1.0) for p in exp.probes)
-    return layer * (rule.steps * rows + measure * n)
+    passes = sum(len(p.schedule.steps(rule.steps)) * (60 if p.name in _CURVATURE_PROBES else 1) for p in exp.probes)
+    calls = 3 * ops * rule.steps + ops * passes
+    return calls * _SECONDS_PER_OP, macs * (3 * rows * rule.steps + n * passes) / _MACS_PER_SECOND
+
+
+def task_cost(experiments: Sequence[Experiment]) -> float:
+    """Rough seconds of one task: its members' arithmetic summed, their call overhead once (a group steps together)."""
+    costs = [estimated_cost(e) for e in experiments]
+    return max(c[0] for c in costs) + sum(c[1] for c in costs)
+
+
+_BUNDLE_SECONDS = 1.0  # smaller tasks travel together: fewer round trips, and a queued task keeps a worker busy
 
 
 def plan_tasks(experiments: Sequence[Experiment], *, batched: bool = True) -> list[Task]:
-    """Group ``experiments`` into tasks (batchable ones by :func:`batch_key`, at most ``MAX_GROUP`` per task),
-    ordered longest first by :func:`estimated_cost`."""
+    """Group ``experiments`` into units (batchable ones by :func:`batch_key`, at most ``MAX_GROUP`` per unit) and
+    the units into tasks, longest first by :func:`task_cost`; units estimated under a second are bundled, in that
+    order, into tasks of about a second (the quick atlas has ~1700 runs of 10-100 ms, and a worker that finishes one
+    idles while the driver judges a law)."""
     groups: dict[object, list[Experiment]] = {}
     for exp in experiments:
         key = batch_key(exp) if batched else None
         groups.setdefault(key if key is not None else ("alone", exp.run_id), []).append(exp)
-    tasks = [Task(chunk, sum(estimated_cost(e) for e in chunk) / max(len(chunk) ** 0.5, 1))
-             for members in groups.values() for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP))]
-    return sorted(tasks, key=lambda t: -t.cost)
+    units = sorted(((task_cost(chunk), chunk) for members in groups.values()
+                    for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP))),
+                   key=lambda u: -u[0])
+    tasks: list[Task] = []
+    for cost, chunk in units:
+        if tasks and tasks[-1].cost < _BUNDLE_SECONDS and cost < _BUNDLE_SECONDS:
+            tasks[-1].parts.append(chunk)
+            tasks[-1].cost += cost
+        else:
+            tasks.append(Task([chunk], cost))
+    return tasks
 
 
-def run_task(experiments: Sequence[Experiment], device: str = "cpu", threads: int | None = None,
+def run_task(parts: Sequence[Sequence[Experiment]], device: str = "cpu", threads: int | None = None,
              progress: Callable[[str, int, int], None] | None = None) -> list[RunResult]:
-    """Train one task's experiments (a group together, a single one through :func:`lmech.train`); an exception
-    raised while training becomes one ``"error"`` run per experiment with its message. ``threads`` sets torch's
-    intra-op threads first (a worker's share of the cores)."""
+    """Train a task's parts one after another (a group together, a single experiment through :func:`lmech.train`);
+    an exception raised while training a part becomes one ``"error"`` run per experiment of that part, with its
+    message. ``threads`` sets torch's intra-op threads and numpy's BLAS threads first (a worker's share of the
+    cores)."""
     if threads is not None:
-        torch.set_num_threads(threads)
+        _limit_threads(threads)
+    return [result for part in parts for result in _train_part(part, device, progress)]
+
+
+def _train_part(experiments: Sequence[Experiment], device: str,
+                progress: Callable[[str, int, int], None] | None) -> list[RunResult]:
     try:
         if len(experiments) > 1:
             return train_group(list(experiments), device)
@@ -124,12 +179,33 @@ class InProcess(Executor):
             started()  # nothing runs beside the driver here
         for task in tasks:
             task.attempts += 1
-            done(task, run_task(task.experiments, device, progress=progress))
+            done(task, run_task(task.parts, device, progress=progress))
+
+
+def _limit_threads(threads: int) -> None:
+    """Torch's intra-op threads and numpy's BLAS (OpenBLAS) threads, both set to ``threads``."""
+    torch.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+
+
+@contextmanager
+def _driver_on_one_thread() -> Iterator[None]:
+    """While workers hold the cores, the driver's judges and figures use one torch and one BLAS thread.
+
+    OpenBLAS threads spin while they wait: with two busy workers on two cores, numpy's default two BLAS threads in the
+    driver made the eigenlearning law's judge 5x slower (31 s against 5.8 s with one thread; bench/README.md,
+    "Profiled quick atlas")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _init_worker(threads: int, driver: int) -> None:
-    torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    _limit_threads(threads)
     threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
 
 
@@ -174,39 +250,39 @@ class LocalPool(Executor):
             self._live = None
 
     def run(self, tasks, done, *, device="cpu", progress=None, started=None):
-        queue = list(tasks)
-        pool = self._current()
-        running: dict[Future, Task] = {}
-        driver_threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the workers hold the cores; the driver's judges and figures take one thread
         try:
-            while queue or running:
-                broken = not self._fill(pool, queue, running, device)
-                if started:
-                    started()
-                    started = None
-                if not broken:
-                    finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        broken |= self._finish(future, running.pop(future), queue, done)
-                if broken:  # every task still in flight was lost with the pool: retry them in a fresh one
-                    for task in running.values():
-                        self._retry(task, queue, done)
-                    running.clear()
-                    self.close()
-                    pool = self._current()
+            with _driver_on_one_thread():
+                self._loop(list(tasks), done, device, started)
         except BaseException:  # interrupted: stop the workers, keep what the driver already stored
             self.close()
             raise
-        finally:
-            torch.set_num_threads(driver_threads)
+
+    def _loop(self, queue: list[Task], done: Done, device: str, started: Callable[[], None] | None) -> None:
+        """Keep each worker fed until the queue is empty and every task is done; a broken pool is replaced."""
+        pool = self._current()
+        running: dict[Future, Task] = {}
+        while queue or running:
+            broken = not self._fill(pool, queue, running, device)
+            if started:
+                started()
+                started = None
+            if not broken:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    broken |= self._finish(future, running.pop(future), queue, done)
+            if broken:  # every task still in flight was lost with the pool: retry them in a fresh one
+                for task in running.values():
+                    self._retry(task, queue, done)
+                running.clear()
+                self.close()
+                pool = self._current()
 
     def _fill(self, pool: ProcessPoolExecutor, queue: list[Task], running: dict[Future, Task], device: str) -> bool:
         """Submit queued tasks until each worker has two; ``False`` when the pool is broken (a worker died while
         idle: the task never started and stays queued)."""
         while queue and len(running) < 2 * self.workers:
             try:
-                future = pool.submit(run_task, queue[0].experiments, device, self.threads)
+                future = pool.submit(run_task, queue[0].parts, device, self.threads)
             except BrokenProcessPool:
                 return False
             task = queue.pop(0)
@@ -272,19 +348,20 @@ class Ray(Executor):
         refs = {}
         for task in tasks:
             task.attempts += 1
-            refs[remote.remote(task.experiments, device, self.threads)] = task
-        if started:
-            started()
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            for ref in ready:
-                task = refs.pop(ref)
-                try:
-                    results = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # worker crashed twice, or the node was lost
-                    results = error_results(task.experiments, f"Ray lost this task twice: {type(exc).__name__}: "
-                                            f"{str(exc).splitlines()[0] if str(exc) else ''}")
-                done(task, results)
+            refs[remote.remote(task.parts, device, self.threads)] = task
+        with _driver_on_one_thread() if self.address is None else nullcontext():  # a local cluster shares the cores
+            if started:
+                started()
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    task = refs.pop(ref)
+                    try:
+                        results = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # worker crashed twice, or the node was lost
+                        results = error_results(task.experiments, f"Ray lost this task twice: {type(exc).__name__}: "
+                                                f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                    done(task, results)
 
 
 def _check_reachable(address: str, timeout: float = 3.0) -> None:
