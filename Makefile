@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python bench/bench_sweep.py
 	$(BIN)/python bench/bench_atlas.py
 	$(BIN)/python bench/atlas_profile.py
+	$(BIN)/python bench/atlas_timeline.py
 	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e ".[ray]"
 	$(BIN)/python bench/bench_executor.py --atlas
 

@@ -243,10 +243,10 @@ class LocalPool(Executor):
             self._live = self._pool()
         return self._live
 
-    def close(self) -> None:
-        """Stop the worker processes (a later :meth:`run` starts new ones)."""
+    def close(self, wait: bool = False) -> None:
+        """Stop the worker processes (a later :meth:`run` starts new ones); ``wait`` until they have exited."""
         if self._live is not None:
-            self._live.shutdown(wait=False, cancel_futures=True)
+            self._live.shutdown(wait=wait, cancel_futures=True)
             self._live = None
 
     def run(self, tasks, done, *, device="cpu", progress=None, started=None):
