@@ -106,7 +106,7 @@ def test_a_part_that_raises_does_not_take_the_rest_of_its_bundle_with_it():
 
 
 def test_planned_costs_order_groups_as_the_quick_atlas_measured():
-    """Two of the quick atlas's batched groups, timed in its pool (bench/README.md, "Profiled quick atlas"): 30
+    """Two of the quick atlas's batched groups, timed in its pool (bench/README.md, "Scheduling, and the CPU floor"): 30
     transformers of width 128 (50 Adam steps of 128 two-token rows) took 22-23 s, 27 MLPs of width 256 (300 steps
     of 256 rows) 13 s, and a single width-2048 NTK MLP (400 full-batch steps of 128 digits) 17-22 s. The earlier
     cost model (width^2 x depth per row, groups discounted by sqrt(size)) ordered the transformers 50x below the

@@ -236,7 +236,7 @@ class _VmapNet:
     reverse pass of ordinary autograd through those batched operations (each model's loss depends on its own slice
     only, so the gradient of their sum is every model's own gradient). Bit-equal to ``vmap(grad_and_value(...))``
     and faster without functorch's gradient transform: a 21-model depth-16 residual MLP step 24 -> 17 ms, a 30-model
-    width-128 transformer step 284 -> 248 ms (bench/README.md, "Profiled quick atlas")."""
+    width-128 transformer step 284 -> 248 ms (bench/README.md, "Scheduling, and the CPU floor")."""
 
     def __init__(self, model: nn.Module, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
                  buffers: dict[str, torch.Tensor], loss_fn: LossFn) -> None:

@@ -59,7 +59,7 @@ class Task:
 
 # A worker's speed for the cost model: seconds per operator call (forward, backward and update; under vmap for a
 # group) and float32 multiply-add throughput of one thread, set from the quick atlas's task times (bench/README.md,
-# "Profiled quick atlas").
+# "Scheduling, and the CPU floor").
 _SECONDS_PER_OP = 2.5e-5
 _MACS_PER_SECOND = 5e10
 
@@ -194,7 +194,7 @@ def _driver_on_one_thread() -> Iterator[None]:
 
     OpenBLAS threads spin while they wait: with two busy workers on two cores, numpy's default two BLAS threads in the
     driver made the eigenlearning law's judge 5x slower (31 s against 5.8 s with one thread; bench/README.md,
-    "Profiled quick atlas")."""
+    "Scheduling, and the CPU floor")."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
