@@ -347,7 +347,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     it per parameter name (missing names: 1), so parameter ``n`` of model ``i`` moves at ``lr[i] * lr_scale[n]``:
     optimizer parameter groups, e.g. muP's per-layer rates (:attr:`lmech.hyper.Parametrization.lr_scale`).
     Minibatches of ``batch_size`` follow lmech's engine (the order of a ``seed``; ``seed`` may be one per model, each
-    model then drawing its own minibatches, gathered into one ``(models, batch, ...)`` step; ``None`` is full batch). Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
+    model then drawing its own minibatches, gathered into one ``(models, batch, ...)`` step; ``None`` is full batch).
+    Records (:class:`StackedRun`: full-set losses, accuracies when ``accuracy`` (by default
     for integer-label targets; one-hot rows count by their arg-max), the test set ``(x_test, y_test)`` if given) are
     taken at ``record_steps`` (in 0..steps), by default every
     ``record_every`` steps and at the last. ``data_per_model``: ``x, y`` (and ``x_test, y_test``) carry a leading
