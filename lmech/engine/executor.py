@@ -77,7 +77,7 @@ def _forward_size(arch) -> tuple[float, float]:
     return max(depth - 1, 0) * width ** 2 + 128 * width, 3 * depth + 3
 
 
-def estimated_cost(exp: Experiment) -> tuple[float, float]:
+def _run_cost(exp: Experiment) -> tuple[float, float]:
     """Rough seconds one worker needs to train ``exp``, split into the per-call overhead (paid once by a batched
     group) and the arithmetic (paid by every member): a training step is three forward passes' calls and
     multiply-adds over its rows, a probe measurement one pass over the training set (curvature probes 60 passes:
@@ -92,7 +92,7 @@ def estimated_cost(exp: Experiment) -> tuple[float, float]:
 
 def task_cost(experiments: Sequence[Experiment]) -> float:
     """Rough seconds of one task: its members' arithmetic summed, their call overhead once (a group steps together)."""
-    costs = [estimated_cost(e) for e in experiments]
+    costs = [_run_cost(e) for e in experiments]
     return max(c[0] for c in costs) + sum(c[1] for c in costs)
 
 
@@ -108,11 +108,9 @@ def plan_tasks(experiments: Sequence[Experiment], *, batched: bool = True) -> li
     for exp in experiments:
         key = batch_key(exp) if batched else None
         groups.setdefault(key if key is not None else ("alone", exp.run_id), []).append(exp)
-    units = sorted(((task_cost(chunk), chunk) for members in groups.values()
-                    for chunk in (members[i:i + MAX_GROUP] for i in range(0, len(members), MAX_GROUP))),
-                   key=lambda u: -u[0])
+    chunks = [members[i:i + MAX_GROUP] for members in groups.values() for i in range(0, len(members), MAX_GROUP)]
     tasks: list[Task] = []
-    for cost, chunk in units:
+    for cost, chunk in sorted(((task_cost(c), c) for c in chunks), key=lambda u: -u[0]):
         if tasks and tasks[-1].cost < _BUNDLE_SECONDS and cost < _BUNDLE_SECONDS:
             tasks[-1].parts.append(chunk)
             tasks[-1].cost += cost
@@ -204,8 +202,7 @@ def _driver_on_one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _init_worker(threads: int, driver: int) -> None:
-    _limit_threads(threads)
+def _init_worker(driver: int) -> None:  # each task sets the worker's threads (run_task), under Ray too
     threading.Thread(target=_exit_without, args=(driver,), daemon=True).start()
 
 
@@ -236,7 +233,7 @@ class LocalPool(Executor):
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads, os.getpid()))
+                                   initializer=_init_worker, initargs=(os.getpid(),))
 
     def _current(self) -> ProcessPoolExecutor:
         if self._live is None:
