@@ -188,6 +188,27 @@ def test_a_diverging_model_stops_alone_at_the_engines_step(kind):
         _assert_params_equal(a, b)  # the diverged model keeps its parameters from the step it diverged at
 
 
+def test_test_records_only_equal_the_sequential_test_losses_and_still_catch_divergence():
+    """``train_records=False`` skips the training-set pass at record steps: the test records are the sequential
+    engine's, the training loss is absent, and a diverging model (lr 1e10) stops at the sequential engine's step with
+    NaN records after it."""
+    x, y = _data(40)
+    test = _data(24, seed=1)
+    lrs, record = [0.05, 0.2, 1e10], [0, 4, 9, 15]
+    stacked, alone = [_model("mlpnet-relu", s) for s in range(3)], [_model("mlpnet-relu", s) for s in range(3)]
+    run = train_stacked(stacked, half_mse, x, y, lr=lrs, steps=15, batch_size=8, record_steps=record, x_test=test[0],
+                        y_test=test[1], train_records=False)
+    assert run.loss is None and run.test_loss.shape == (4, 3)
+    for i in range(3):
+        rec, diverged = _sequential(alone[i], x, y, lrs[i], 15, "sgd", 8, record=record, test=test)
+        assert run.diverged_step[i] == diverged and (diverged > 0) == (i == 2)
+        kept = np.array(record) <= (diverged if diverged >= 0 else 15)
+        np.testing.assert_allclose(run.test_loss[kept, i], rec["test_loss"], rtol=1e-10)
+        assert np.isnan(run.test_loss[~kept, i]).all()
+    with pytest.raises(ValueError, match="needs a test set"):
+        train_stacked([_model("tanh", 0)], half_mse, x, y, lr=0.1, steps=1, train_records=False)
+
+
 def test_mixed_shapes_and_bad_arguments_are_refused():
     models = [_model("tanh", 0), nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()]
     x, y = _data(4)

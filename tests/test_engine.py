@@ -4,7 +4,7 @@ import torch
 
 from lmech import MLP, DeepLinear, Digits, LearningRule, Schedule, System, Task, TeacherStudent, WhitenedLinear, train
 from lmech.probes import GradNorm, Loss, SingularValues
-from lmech.engine.loop import minibatches
+from lmech.engine.loop import minibatches, optimizer_step
 
 
 def _digits_system(**rule):
@@ -174,3 +174,30 @@ def test_stop_when_ends_the_run_where_the_unstopped_run_first_crosses_and_measur
     assert probe_from_dict(rule.to_dict()) == rule  # stored with the run like every engine probe
     with pytest.raises(ValueError, match="exactly one of at_least= and at_most="):
         StopWhen(metric="loss/train")
+
+
+def test_plain_sgd_step_is_torch_sgd_bit_for_bit_and_other_optimizers_keep_their_own_step():
+    """The wrapper-free plain-SGD update equals torch.optim.SGD.step exactly, follows a changed learning rate, and
+    skips parameters without gradients; momentum or weight decay keep torch's own step."""
+    gen = torch.Generator().manual_seed(0)
+    make = lambda: [torch.nn.Parameter(torch.randn(5, 3, generator=torch.Generator().manual_seed(i))) for i in range(3)]
+    ours, theirs = make(), make()
+    opt_ours = torch.optim.SGD([{"params": ours[:2]}, {"params": ours[2:], "lr": 0.3}], lr=0.1)
+    opt_theirs = torch.optim.SGD([{"params": theirs[:2]}, {"params": theirs[2:], "lr": 0.3}], lr=0.1)
+    step = optimizer_step(opt_ours)
+    assert step != opt_ours.step
+    for t in range(4):
+        grads = [torch.randn(5, 3, generator=gen) for _ in range(3)]
+        for params in (ours, theirs):
+            for i, (p, g) in enumerate(zip(params, grads)):
+                p.grad = None if (t == 2 and i == 1) else g.clone()
+        if t == 3:
+            opt_ours.param_groups[0]["lr"] = opt_theirs.param_groups[0]["lr"] = 0.017
+        step()
+        opt_theirs.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    momentum = torch.optim.SGD(make(), lr=0.1, momentum=0.9)
+    decay = torch.optim.SGD(make(), lr=0.1, weight_decay=1e-3)
+    adam = torch.optim.Adam(make(), lr=0.1)
+    assert all(optimizer_step(o) == o.step for o in (momentum, decay, adam))

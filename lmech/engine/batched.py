@@ -34,13 +34,14 @@ from ..systems.task import half_mse
 @dataclass
 class StackedRun:
     """Per-model records at ``steps[t]`` (the parameters after that many updates), float64 arrays ``[t, i]`` for
-    model ``i``: ``loss`` (full training set), ``test_loss`` (``None`` without a test set), ``accuracy`` and
+    model ``i``: ``loss`` (full training set; ``None`` when not asked for), ``test_loss`` (``None`` without a test
+    set), ``accuracy`` and
     ``test_accuracy`` (fraction of rows whose arg-max output is the label, or the arg-max of a one-hot row; ``None``
     unless asked for or the targets are integer labels). ``diverged_step[i]`` is the step at which model ``i``
     diverged, -1 if it did not; its records after that step are NaN."""
 
     steps: np.ndarray
-    loss: np.ndarray
+    loss: np.ndarray | None
     diverged_step: np.ndarray
     test_loss: np.ndarray | None = None
     accuracy: np.ndarray | None = None
@@ -338,7 +339,8 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
                   seed: int | Sequence[int] = 0, record_every: int = 1, record_steps: Sequence[int] | None = None,
                   lr_scale: Mapping[str, float] | None = None, x_test: torch.Tensor | None = None,
                   y_test: torch.Tensor | None = None, accuracy: bool | None = None,
-                  data_per_model: bool = False, lr_factor: Callable[[int], float] | None = None) -> StackedRun:
+                  data_per_model: bool = False, lr_factor: Callable[[int], float] | None = None,
+                  train_records: bool = True) -> StackedRun:
     """Train ``models`` (same architecture, any init) together for ``steps`` updates on ``(x, y)``; their parameters
     are written back in place.
 
@@ -354,12 +356,16 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     ``record_every`` steps and at the last. ``data_per_model``: ``x, y`` (and ``x_test, y_test``) carry a leading
     model axis, model ``i`` training on ``(x[i], y[i])`` (e.g. independent draws of a dataset, one per model; the same
     number of rows for all). ``lr_factor(t)``: a learning-rate schedule, multiplying every rate at update ``t``.
+    ``train_records=False`` records the test set only (a full pass over a large training set at every record step
+    can cost more than the training itself: the quanta law's 2^18 examples).
 
     Divergence follows lmech's engine, per model: the minibatch loss is computed before each update, and a model
     whose loss is non-finite diverged at that step and stops there (its parameters as they were then; the other
     models go on, unaffected). A model whose minibatch losses stayed finite but whose recorded loss did not (e.g. at
     the last step, where no minibatch loss is computed) diverged at the first such recorded step.
     """
+    if not train_records and x_test is None:
+        raise ValueError("train_records=False needs a test set (x_test, y_test): nothing would be recorded")
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer={optimizer!r} is not supported; allowed values: 'sgd', 'adam'")
     if not models:
@@ -396,7 +402,7 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
            else _VmapNet(models[0], params, opt.grads, buffers, loss_fn))
     evaluate = vmap(loss_fn, in_dims=(0, 0 if data_per_model else None))
     labels = accuracy if accuracy is not None else not (y.dtype.is_floating_point or y.dtype.is_complex)
-    sets = {"": (x, y)} | ({"test_": (x_test, y_test)} if x_test is not None else {})
+    sets = ({"": (x, y)} if train_records else {}) | ({"test_": (x_test, y_test)} if x_test is not None else {})
     records = {f"{s}{k}": np.full((len(when), count), np.nan) for s in sets for k in ("loss",) + ("accuracy",) * labels}
 
     slot = {s: t for t, s in enumerate(when)}
@@ -450,11 +456,11 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
     steps_arr = np.array(when, dtype=int)
     for i in range(count):
         if diverged[i] < 0:
-            bad = ~np.isfinite(records["loss"][:, i]) | ~np.isfinite(records.get("test_loss", records["loss"])[:, i])
+            bad = np.any([~np.isfinite(records[prefix + "loss"][:, i]) for prefix in sets], axis=0)
             if bad.any():
                 diverged[i] = steps_arr[bad.argmax()]
         if diverged[i] >= 0:
             for a in records.values():
                 a[steps_arr > diverged[i], i] = np.nan
-    return StackedRun(steps_arr, records["loss"], diverged, records.get("test_loss"), records.get("accuracy"),
+    return StackedRun(steps_arr, records.get("loss"), diverged, records.get("test_loss"), records.get("accuracy"),
                       records.get("test_accuracy"))

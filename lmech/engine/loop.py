@@ -59,6 +59,25 @@ def build_optimizer(name: str, params: Iterable, *, lr: float, momentum: float =
     raise ValueError(f"optimizer={name!r} is not supported; allowed values: {', '.join(map(repr, OPTIMIZERS))}")
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """``optimizer.step`` as a function; for plain SGD (no momentum, weight decay, Nesterov or maximize in any
+    group) the same update ``p -= lr g`` (``torch.optim.SGD``'s own ``p.add_(g, alpha=-lr)``, bit-equal) without
+    torch.optim's per-call wrapper (profiler record, hooks, grad mode): ~0.09 ms of a small network's ~0.4 ms step,
+    e.g. the lazy-rich law's 5000-step runs. Reads each group's ``lr`` at every call (schedules keep working)."""
+    plain = type(optimizer) is torch.optim.SGD and all(
+        not (g["momentum"] or g["weight_decay"] or g["nesterov"] or g["maximize"]) for g in optimizer.param_groups)
+    if not plain:
+        return optimizer.step
+
+    def step() -> None:
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_add_(params, [p.grad for p in params], alpha=-group["lr"])
+    return step
+
+
 def minibatches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Tensor | None]:
     """Index batches without replacement, reshuffled each epoch; ``None`` means the full batch."""
     if batch_size is None or batch_size >= n:

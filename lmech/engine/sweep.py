@@ -53,6 +53,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
     schedules = [(p.split, p.schedule.steps(rule.steps)) for p in first.probes]
     record_steps = sorted(set().union(*(steps for _, steps in schedules)))
     has_test = any(split == "test" for split, _ in schedules) and len(state.x_test) > 0
+    train_records = any(split == "train" for split, _ in schedules) or not has_test  # only the splits asked for
     per_model = len({e.system.data.seed for e in experiments}) > 1  # independent draws: one dataset per model
     data = {k: torch.stack([getattr(s, k) for s in states]) if per_model else getattr(state, k)
             for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -64,7 +65,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
                         record_steps=record_steps,
                         x_test=data["x_test"] if has_test else None, y_test=data["y_test"] if has_test else None,
                         accuracy=state.labelled, data_per_model=per_model,
-                        lr_factor=rule.lr_factor if rule.scheduled else None)
+                        lr_factor=rule.lr_factor if rule.scheduled else None, train_records=train_records)
     row = {int(s): t for t, s in enumerate(run.steps)}
     metrics = {("train", "loss"): run.loss, ("train", "accuracy"): run.accuracy,
                ("test", "loss"): run.test_loss, ("test", "accuracy"): run.test_accuracy}

@@ -11,7 +11,7 @@ import torch
 
 from .._version import __version__
 from ..hyper.parametrize import parametrize
-from .loop import build_optimizer, finite_outcome, measure_probes, minibatches, run_steps
+from .loop import build_optimizer, finite_outcome, measure_probes, minibatches, optimizer_step, run_steps
 from ..observables.probes import Probe
 from ..observables.weights import snapshot
 from ..systems._validate import ConfigError
@@ -161,6 +161,7 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
     probes measured on their schedules into ``result``, then minibatch loss, divergence rule and optimizer step;
     ``lr_factor(t)`` (a learning-rate schedule) multiplies every parameter group's rate at update ``t``."""
     model, optimizer = state.model, state.optimizer
+    step_optimizer = optimizer_step(optimizer)
     base_rates = [group["lr"] for group in optimizer.param_groups]
     when = [(p, p.schedule.steps(steps)) for p in probes]
     report_every = max(steps // 100, 1)
@@ -189,7 +190,7 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
             factor = lr_factor(step)
             for group, rate in zip(optimizer.param_groups, base_rates):
                 group["lr"] = rate * factor
-        optimizer.step()
+        step_optimizer()
         if progress is not None and step % report_every == 0:
             progress(step, steps)
 

@@ -27,6 +27,10 @@ DT = 0.25  # flow substep, in GD steps
 # suffices: when the second eigenvalue overtakes, the constrained direction switches (a sliding mode on
 # {lambda_max <= 2/eta}); k = 2 gave the same time-averaged loss and tr Sigma to 3 digits (full, eta = 0.2) at 2.3x the cost.
 DIRECTIONS = 1
+# Relative tolerance of the flow's warm-started Lanczos solves (one per substep). Issue 18 raised it from 1e-4 for
+# cost (24.4 -> 16.7 s): on the quick flow the time-averaged loss moved by at most 0.37% and the final-half mean
+# sigma^2 by 0.14%, against tolerances of 10% and 20%.
+FLOW_TOL = 1e-3
 WINDOW = 50  # time average over 50 steps: longer than the self-stabilization cycle (~40-80 steps here)
 SHARPNESS_EVERY = 5
 FINAL_FRACTION = 0.5  # compare over the final half: GD's oscillation needs time to grow from rounding noise
@@ -54,8 +58,9 @@ def flows(system: System) -> tuple[CentralFlowResult, CentralFlowResult]:
     state = initial_state(system)
     model, x, y = state.model, state.x_train, state.y_train
     rule, loss_fn = system.rule, system.task.loss_fn
-    return (central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS),
-            central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS, gradient_flow=True))
+    return (central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS, tol=FLOW_TOL),
+            central_flow(model, loss_fn, x, y, rule.lr, rule.steps, dt=DT, k=DIRECTIONS, tol=FLOW_TOL,
+                         gradient_flow=True))
 
 
 def _first(steps: np.ndarray, hit: np.ndarray) -> float:
@@ -75,7 +80,9 @@ class CentralFlow(Law):
     citation = "Cohen, Damian, Talwalkar, Kolter & Lee 2025, arXiv:2410.24206 (central flows); Cohen et al. 2021"
     regime = ("Full batch, MSE with the 1/(2n) reduction, a small tanh MLP on digits whose sharpness starts below "
               f"{START_BELOW:g} x 2/eta and reaches it (GD and the flow) before the final {FINAL_FRACTION:.0%} of "
-              "training, where the comparison is made; otherwise out-of-regime.")
+              "training, where the comparison is made; otherwise out-of-regime. The flows' Lanczos tolerance was "
+              f"raised from 1e-4 to {FLOW_TOL:g} by issue 18 for cost, after the verdict had passed: the time-averaged "
+              "loss moved by at most 0.37% and sigma^2 by 0.14%.")
     tolerance_note = (f"Over the final {FINAL_FRACTION:.0%} of steps, with GD and the flow averaged over the same {WINDOW} "
                       "steps (longer than GD's self-stabilization cycle, which a 20-step window does not average out): "
                       f"time-averaged loss within {LOSS_TOL:.0%} at every window; mean sigma^2 within "

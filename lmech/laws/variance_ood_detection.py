@@ -42,7 +42,7 @@ _NOISE = 0.01  # and a small observation noise (noise-free targets)
 def _system(s: Setting, seed: int) -> System:
     data = Digits(n_train=s.n_train, n_test=s.n_test, target="parity", train_classes=s.train_classes)
     return System(MLP(width=s.width, depth=1, bias=False, parameterization="ntk"), data, Task("mse"),
-                  LearningRule(lr=s.lr, steps=s.steps, seed=seed, dtype="float64"))
+                  LearningRule(lr=s.lr, steps=s.steps, seed=seed, dtype="float32"))
 
 
 def predicted_variance(s: Setting, get: str = "ntk", t: float | None = None) -> np.ndarray:
@@ -68,7 +68,8 @@ class VarianceOodDetection(Law):
              "noise, and a shift the kernel finds similar to the training inputs goes unflagged.")
     citation = ("Lee et al. 2019, arXiv:1902.06720; He, Lakshminarayanan & Teh 2020, arXiv:2007.05864; Immer, "
                 "Korzepa & Bauer 2021, arXiv:2008.08400 (linearized Laplace); REFERENCE 2.20")
-    regime = ("Bias-free one-hidden-layer ReLU MLPs in NTK parameterization (w_std = sqrt 2) of width 1024, float64, "
+    regime = ("Bias-free one-hidden-layer ReLU MLPs in NTK parameterization (w_std = sqrt 2) of width 1024, float32 "
+              "(float64 until issue 18: the quick AUROC gap 0.01376 became 0.01372, at 0.65x the time), "
               "trained by full-batch GD at lr 1 for 200 steps on 200 digits of classes 0-4 with +-1 parity "
               "targets, L = 1/(2n) sum (f - y)^2; 64 seeds (128 full); 300 test digits of every class (500 full), "
               "those of classes 5-9 the out-of-distribution positives. Baselines, reported: the t = inf NTK-GP "
