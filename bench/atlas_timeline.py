@@ -26,8 +26,8 @@ from lmech.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _timed(owner, name: str, totals: dict[str, float]) -> None:
-    """Add the wall time of every call of ``owner.name`` to ``totals[name]``."""
+def _timed(owner, name: str, totals: dict[str, float], per: dict[str, float] | None = None) -> None:
+    """Add the wall time of every call of ``owner.name`` to ``totals[name]`` (and to ``per[id of the instance]``)."""
     inner = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
@@ -36,6 +36,8 @@ def _timed(owner, name: str, totals: dict[str, float]) -> None:
             return inner(*args, **kwargs)
         finally:
             totals[name] += time.perf_counter() - start
+            if per is not None:
+                per[args[0].id] = per.get(args[0].id, 0.0) + time.perf_counter() - start
     setattr(owner, name, wrapper)
 
 
@@ -44,7 +46,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     totals = {"evaluate": 0.0, "save_run": 0.0, "figures": 0.0}
-    _timed(Law, "evaluate", totals)
+    judges: dict[str, float] = {}
+    _timed(Law, "evaluate", totals, judges)
     _timed(Store, "save_run", totals)
     begin = time.perf_counter()
     events: list[dict] = []
@@ -72,7 +75,8 @@ def main() -> int:
     tasks = [e for e in events if "task" in e]
     summary = {"wall_s": round(wall, 1), "tasks": len(tasks), "trained_s": round(sum(e["trained_s"] for e in tasks), 1),
                "driver_cpu_s": round(me.ru_utime + me.ru_stime, 1), "workers_cpu_s": round(workers.ru_utime + workers.ru_stime, 1),
-               **{f"driver_{k}_s": round(v, 1) for k, v in totals.items()}}
+               **{f"driver_{k}_s": round(v, 1) for k, v in totals.items()},
+               "judges_s": {k: round(v, 2) for k, v in sorted(judges.items(), key=lambda kv: -kv[1])}}
     print(json.dumps(summary, indent=1))
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "out" / "atlas_timeline.json").write_text(json.dumps({"summary": summary, "events": events}))

@@ -201,3 +201,38 @@ def test_plain_sgd_step_is_torch_sgd_bit_for_bit_and_other_optimizers_keep_their
     decay = torch.optim.SGD(make(), lr=0.1, weight_decay=1e-3)
     adam = torch.optim.Adam(make(), lr=0.1)
     assert all(optimizer_step(o) == o.step for o in (momentum, decay, adam))
+
+
+@pytest.mark.parametrize("optimizer, loss", [("gd", "mse"), ("momentum", "cross_entropy")])
+def test_probes_reading_the_full_batch_step_pass_equal_their_own_passes(optimizer, loss):
+    """Full batch: Loss (train) and GradNorm read the training step's own forward and backward. Their records, a
+    curvature probe measured at the same steps and the trained parameters equal a hand-written loop in which every
+    measurement makes its own passes (lmech.metrics) and the update is torch.optim's."""
+    from lmech.engine.trainer import initial_state, optimizer_for
+    from lmech.observables.metrics import accuracy as accuracy_of, gradient_norm, loss as loss_of
+    from lmech.probes import Sharpness
+
+    system = System(MLP(width=12, depth=2), Digits(n_train=48, n_test=16), Task(loss),
+                    LearningRule(lr=0.05, steps=12, optimizer=optimizer, momentum=0.9, dtype="float64"))
+    every = Schedule(every=1)
+    run = train(system, [Loss(every), GradNorm(Schedule(every=2)), Sharpness(Schedule(every=3), k=1)])
+    state = initial_state(system)
+    model, x, y = state.model, state.x_train, state.y_train
+    opt = optimizer_for(system, model.parameters())
+    expected = {"loss/train": [], "accuracy/train": [], "grad_norm": []}
+    for step in range(13):
+        expected["loss/train"].append(loss_of(model, state.loss_fn, x, y))
+        expected["accuracy/train"].append(accuracy_of(model, x, y) if state.labelled else None)
+        if step % 2 == 0:
+            expected["grad_norm"].append(gradient_norm(model, state.loss_fn, x, y))
+        if step == 12:
+            break
+        opt.zero_grad()
+        state.loss_fn(model(x), y).backward()
+        opt.step()
+    for name, values in expected.items():
+        if values[0] is not None:
+            np.testing.assert_allclose(run.series(name)[1], values, rtol=1e-13, atol=0)
+    trained = train(system, [Sharpness(Schedule(every=3), k=1)])  # no probe reads the pass: the same curvature
+    np.testing.assert_allclose(run.series("sharpness/0")[1], trained.series("sharpness/0")[1], rtol=1e-12)
+    assert run.series("sharpness/0")[1][0] > 0

@@ -78,10 +78,16 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     return step
 
 
+def full_batch() -> None:
+    """The batch order of full-batch training: every step sees the whole training set (``None``)."""
+    return None
+
+
 def minibatches(n: int, batch_size: int | None, seed: int) -> Callable[[], torch.Tensor | None]:
-    """Index batches without replacement, reshuffled each epoch; ``None`` means the full batch."""
+    """Index batches without replacement, reshuffled each epoch; ``None`` means the full batch
+    (:func:`full_batch` itself when ``batch_size`` covers the set)."""
     if batch_size is None or batch_size >= n:
-        return lambda: None
+        return full_batch
     gen = torch.Generator().manual_seed(seed + 7919)
     queue: list[torch.Tensor] = []
 

@@ -11,15 +11,15 @@ import torch
 
 from .._version import __version__
 from ..hyper.parametrize import parametrize
-from .loop import build_optimizer, finite_outcome, measure_probes, minibatches, optimizer_step, run_steps
-from ..observables.probes import Probe
+from .loop import build_optimizer, finite_outcome, full_batch, measure_probes, minibatches, optimizer_step, run_steps
+from ..observables.probes import GradNorm, Loss, Probe
 from ..observables.weights import snapshot
 from ..systems._validate import ConfigError
 from ..systems.architecture import MLP, ResidualMLP, Transformer
 from ..systems.networks import activation_gain, build_model
 from ..systems.system import System, stable_hash
 from ..store.result import COMPLETED, DIVERGED, RunResult
-from ..observables.state import TrainState
+from ..observables.state import StepPass, TrainState
 
 
 def run_id(system: System, probes: Sequence[Probe]) -> str:
@@ -153,22 +153,35 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     return result
 
 
+def _reads_step_pass(probe: Probe) -> bool:
+    """Probes that read the training step's own full-batch pass when it is there (``TrainState.step_pass``)."""
+    return isinstance(probe, GradNorm) or (isinstance(probe, Loss) and probe.split == "train")
+
+
 def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, steps: int,
-                next_batch: Callable[[], torch.Tensor | None] = lambda: None, *,
+                next_batch: Callable[[], torch.Tensor | None] = full_batch, *,
                 progress: Callable[[int, int], None] | None = None,
                 lr_factor: Callable[[int], float] | None = None) -> RunResult:
     """The single-model loop (:func:`~lmech.engine.loop.run_steps`) on a prepared ``state`` (model, data, optimizer):
     probes measured on their schedules into ``result``, then minibatch loss, divergence rule and optimizer step;
-    ``lr_factor(t)`` (a learning-rate schedule) multiplies every parameter group's rate at update ``t``."""
+    ``lr_factor(t)`` (a learning-rate schedule) multiplies every parameter group's rate at update ``t``.
+
+    In full-batch training the step's loss and gradient are those at the parameters the probes of that step see, so
+    when a :class:`~lmech.Loss` (training set) or :class:`~lmech.GradNorm` probe is due, the step's forward and
+    backward run first and the probes read them (``TrainState.step_pass``): the same numbers, one pass instead of
+    two or three."""
     model, optimizer = state.model, state.optimizer
     step_optimizer = optimizer_step(optimizer)
     base_rates = [group["lr"] for group in optimizer.param_groups]
     when = [(p, p.schedule.steps(steps)) for p in probes]
     report_every = max(steps // 100, 1)
+    sharing = next_batch is full_batch
 
     def measure(step: int) -> bool:
         state.step = step
         due = [p for p, steps_due in when if step in steps_due]
+        if sharing and step < steps and any(_reads_step_pass(p) for p in due):
+            compute(step)  # the step's own pass, before the probes that read it
         measure_probes(due, state, result)
         if step < steps and any(p.ends_run(result.records, step) for p in due):  # a StopWhen probe ends the run:
             result.records.append((step, "stopped", 1.0))  # what was scheduled at the last step is measured here
@@ -177,12 +190,19 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
         return False
 
     def compute(step: int) -> torch.Tensor:
+        shared = state.shared_pass()
+        if shared is not None:
+            return shared.loss
         idx = next_batch()
         x, y = (state.x_train, state.y_train) if idx is None else (state.x_train[idx], state.y_train[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss = state.loss_fn(model(x), y)
-        if bool(torch.isfinite(loss.detach())):
+        outputs = model(x)
+        loss = state.loss_fn(outputs, y)
+        finite = bool(torch.isfinite(loss.detach()))
+        if finite:
             loss.backward()
+        if sharing:
+            state.step_pass = StepPass(step, loss.detach(), outputs.detach(), finite)
         return loss
 
     def apply(step: int) -> None:

@@ -25,7 +25,7 @@ from .features import (_default_layers, _layer_inputs, agop, hidden_representati
                        nfa_scores, readout_kernel, representation_change)
 from .linear_net import end_to_end_singular_values
 from .ntk import empirical_ntk, kernel_distance, kernel_target_alignment, ntk_eigenvalues
-from .metrics import accuracy, gradient_norm, loss
+from .metrics import accuracy, gradient_norm, loss, norm_of, output_accuracy
 from .heavy_tails import weight_spectrum
 from .instability import KINDS as INSTABILITY_KINDS, InstabilityMonitor
 from .similarity import cka
@@ -52,7 +52,9 @@ _REGISTRY: dict[str, type["Probe"]] = {}
 @dataclass(frozen=True)
 class Probe:
     """Base class: ``schedule`` says when, :meth:`measure` says what. Subclasses set ``name`` (registered when the
-    class is defined) and ``families`` (the first component of every metric name they write)."""
+    class is defined) and ``families`` (the first component of every metric name they write). A measurement must
+    leave the parameters and their ``.grad`` as it found them: in full-batch training the step's gradient is
+    already there (``TrainState.step_pass``), so take derivatives with ``torch.autograd.grad`` or ``torch.func``."""
 
     schedule: Schedule = field(default=EVERY_STEP)
     name: ClassVar[str] = ""
@@ -98,6 +100,12 @@ class Loss(Probe):
         x, y = (state.x_train, state.y_train) if self.split == "train" else (state.x_test, state.y_test)
         if len(x) == 0:
             return {}
+        shared = state.shared_pass() if self.split == "train" else None
+        if shared is not None:  # the training step's own forward at this step (full batch)
+            out = {"loss/train": float(shared.loss)}
+            if state.labelled:
+                out["accuracy/train"] = output_accuracy(shared.outputs, y)
+            return out
         out = {f"loss/{self.split}": loss(state.model, state.loss_fn, x, y)}
         if state.labelled:
             out[f"accuracy/{self.split}"] = accuracy(state.model, x, y)
@@ -143,6 +151,9 @@ class GradNorm(Probe):
     families: ClassVar[tuple[str, ...]] = ("grad_norm",)
 
     def measure(self, state: TrainState) -> dict[str, float]:
+        shared = state.shared_pass()
+        if shared is not None and shared.backward:  # the training step's own full-batch gradient at this step
+            return {"grad_norm": norm_of([p.grad for p in state.model.parameters() if p.requires_grad])}
         return {"grad_norm": gradient_norm(state.model, state.loss_fn, state.x_train, state.y_train)}
 
 
