@@ -103,6 +103,29 @@ def test_sharpness_gradient_matches_a_finite_difference_of_the_top_eigenvalue():
     assert float(sharpness_gradient(loss, w, u) @ v) == pytest.approx(finite, rel=1e-5)
 
 
+def test_the_flows_shared_point_gives_sharpness_and_its_gradient_exactly():
+    """One gradient graph per substep serves the gradient, the eigen-solve and the sharpness gradient: each equals
+    its stand-alone computation (lmech.sharpness from the same warm start, autograd's gradient, sharpness_gradient)."""
+    from lmech.observables.sharpness import sharpness
+    from lmech.theory.central_flow import _Point
+
+    model, loss_fn, x, y = _digits_net(40, 4)
+    flat = FlatParams(model)
+    loss, w = loss_of_params(model, loss_fn, x, y, flat), flat.vector
+    point = _Point(loss, w)
+    cold, alone = point.eigen(2, 1e-6, None), sharpness(model, loss_fn, x, y, 2, tol=1e-6)
+    warm = point.eigen(2, 1e-6, cold)
+    assert torch.equal(torch.as_tensor(cold.values), torch.as_tensor(alone.values)) and cold.matvecs == alone.matvecs
+    assert torch.equal(torch.as_tensor(warm.values), torch.as_tensor(sharpness(model, loss_fn, x, y, 2, tol=1e-6,
+                                                                               warm_start=cold).values))
+    with torch.enable_grad():
+        t = w.detach().requires_grad_(True)
+        assert torch.equal(point.grad, torch.autograd.grad(loss(t), t)[0])
+    u = cold.vectors[0]
+    assert torch.equal(point.sharpness_gradient(u), sharpness_gradient(loss, w, u))
+    assert torch.equal(point.sharpness_gradient(u), point.sharpness_gradient(u))  # the graph is kept for reuse
+
+
 def test_toy_central_flow_holds_the_threshold_with_the_hand_derived_oscillation():
     """``V = kappa/2 (b - c)^2`` with ``c > 2/eta``, ``a = 0``: gradient flow sharpens, b = c + (b0 - c) e^{-eta kappa t},
     and crosses 2/eta at t* = ln((c - b0) / (c - 2/eta)) / (eta kappa). Then grad S = (0, 1) and
