@@ -209,6 +209,25 @@ def test_test_records_only_equal_the_sequential_test_losses_and_still_catch_dive
         train_stacked([_model("tanh", 0)], half_mse, x, y, lr=0.1, steps=1, train_records=False)
 
 
+def test_closed_form_cross_entropy_equals_autograd_through_vmap():
+    """The stacked chain's closed-form softmax cross-entropy (loss and output gradient) against autograd of
+    torch's own cross_entropy, per model, for labels shared by the models and for one label set per model."""
+    from lmech.engine.batched import _loss_and_grad
+
+    gen = torch.Generator().manual_seed(3)
+    out = torch.randn(4, 9, 5, generator=gen, dtype=torch.float64) * 3
+    closed = _loss_and_grad(cross_entropy)
+    for labels, per_model in ((torch.randint(0, 5, (9,), generator=gen), False),
+                              (torch.randint(0, 5, (4, 9), generator=gen), True)):
+        losses, grad = closed(out.mT.contiguous().mT, labels, per_model)  # a transposed layout, as the chain's
+        for i in range(4):
+            o = out[i].clone().requires_grad_()
+            ref = torch.nn.functional.cross_entropy(o, labels[i] if per_model else labels)
+            (ref_grad,) = torch.autograd.grad(ref, o)
+            torch.testing.assert_close(losses[i], ref.detach(), rtol=1e-14, atol=0)
+            torch.testing.assert_close(grad[i], ref_grad, rtol=1e-12, atol=1e-15)
+
+
 def test_mixed_shapes_and_bad_arguments_are_refused():
     models = [_model("tanh", 0), nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()]
     x, y = _data(4)

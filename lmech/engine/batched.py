@@ -28,7 +28,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .loop import minibatches, run_steps
 from ..observables._params import LossFn
 from ..systems.networks import _ACTIVATIONS, Dense, DeepLinearNet, MLPNet
-from ..systems.task import half_mse
+from ..systems.task import cross_entropy, half_mse
 
 
 @dataclass
@@ -108,7 +108,28 @@ def _chain(model: nn.Module) -> list[_Affine | _Pointwise] | None:
 def _loss_and_grad(loss_fn: LossFn) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """``(out, y, per_model) -> (losses, dlosses/dout)`` for stacked outputs ``(models, rows, ...)`` and targets shared
     by the models or, with ``per_model``, one set per model (leading axis): closed form for lmech's
-    ``half_mse`` (``L = sum |f - y|^2 / (2 rows)``, ``dL/df = (f - y) / rows``), else autograd through ``vmap``."""
+    ``half_mse`` (``L = sum |f - y|^2 / (2 rows)``, ``dL/df = (f - y) / rows``) and ``cross_entropy`` on integer
+    labels (``L = -mean log softmax(f)_y``, ``dL/df = (softmax(f) - onehot(y)) / rows``: autograd through ``vmap``
+    took half of a small network's stacked step there, in a decomposition run in Python), else autograd through
+    ``vmap``."""
+    shared, own = vmap(loss_fn, in_dims=(0, None)), vmap(loss_fn, in_dims=(0, 0))
+
+    def generic(out: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        out = out.detach().requires_grad_()
+        with torch.enable_grad():
+            losses = (own if per_model else shared)(out, y)
+            return losses.detach(), torch.autograd.grad(losses.sum(), out)[0]
+
+    if loss_fn is cross_entropy:
+        def softmax_closed(out: torch.Tensor, y: torch.Tensor, per_model: bool = False):
+            if out.dim() != 3 or y.is_floating_point():
+                return generic(out, y, per_model)
+            logp = torch.log_softmax(out, dim=2)
+            labels = (y if per_model else y.expand(out.shape[0], -1)).unsqueeze(2)
+            losses = logp.gather(2, labels).squeeze(2).mean(dim=1).neg_()
+            grad = logp.exp_().scatter_add_(2, labels, torch.full_like(labels, -1, dtype=logp.dtype))
+            return losses, grad.div_(out.shape[1])
+        return softmax_closed
     if loss_fn is half_mse:
         def closed(out: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
             diff = torch.empty(torch.broadcast_shapes(out.shape, y.shape), dtype=torch.result_type(out, y),
@@ -117,13 +138,6 @@ def _loss_and_grad(loss_fn: LossFn) -> Callable[[torch.Tensor, torch.Tensor], tu
             losses = diff.reshape(*diff.shape[:2], -1).pow(2).sum(dim=2).mean(dim=1).mul_(0.5)
             return losses, diff.div_(out.shape[1])
         return closed
-    shared, own = vmap(loss_fn, in_dims=(0, None)), vmap(loss_fn, in_dims=(0, 0))
-
-    def generic(out: torch.Tensor, y: torch.Tensor, per_model: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        out = out.detach().requires_grad_()
-        with torch.enable_grad():
-            losses = (own if per_model else shared)(out, y)
-            return losses.detach(), torch.autograd.grad(losses.sum(), out)[0]
     return generic
 
 
