@@ -8,8 +8,8 @@ batched run equals the sequential one to rounding.
 Two gradient paths give the same numbers. A chain of affine layers (``nn.Linear``, lmech ``Dense``) and elementwise
 activations (an ``nn.Sequential`` of them, lmech's ``MLPNet`` and ``DeepLinearNet``) on 2-D inputs runs a
 hand-written forward and backward: ``bmm`` over the model axis into buffers reused from step to step, closed-form
-backward of relu/tanh/sigmoid (autograd for other activations), of lmech's ``half_mse`` (autograd through ``vmap``
-for other losses). Any other model runs ``vmap`` of ``functional_call`` (torch.func) for its losses and one autograd
+backward of relu/tanh/sigmoid (autograd for other activations), of lmech's ``half_mse`` and ``cross_entropy`` on
+integer labels (autograd through ``vmap`` for other losses). Any other model runs ``vmap`` of ``functional_call`` (torch.func) for its losses and one autograd
 backward pass for their gradients. Parameters,
 gradients and optimizer state live in flat buffers (one ``(models, *shape)`` block per parameter), so an optimizer
 update is a few elementwise kernels for all models and parameters together.
