@@ -12,7 +12,7 @@ import torch
 from .._version import __version__
 from ..hyper.parametrize import parametrize
 from .loop import build_optimizer, finite_outcome, full_batch, measure_probes, minibatches, optimizer_step, run_steps
-from ..observables.probes import GradNorm, Loss, Probe
+from ..observables.probes import Probe
 from ..observables.weights import snapshot
 from ..systems._validate import ConfigError
 from ..systems.architecture import MLP, ResidualMLP, Transformer
@@ -153,11 +153,6 @@ def train(system: System, probes: Sequence[Probe] = (), *, device: str | torch.d
     return result
 
 
-def _reads_step_pass(probe: Probe) -> bool:
-    """Probes that read the training step's own full-batch pass when it is there (``TrainState.step_pass``)."""
-    return isinstance(probe, GradNorm) or (isinstance(probe, Loss) and probe.split == "train")
-
-
 def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, steps: int,
                 next_batch: Callable[[], torch.Tensor | None] = full_batch, *,
                 progress: Callable[[int, int], None] | None = None,
@@ -167,8 +162,8 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
     ``lr_factor(t)`` (a learning-rate schedule) multiplies every parameter group's rate at update ``t``.
 
     In full-batch training the step's loss and gradient are those at the parameters the probes of that step see, so
-    when a :class:`~lmech.Loss` (training set) or :class:`~lmech.GradNorm` probe is due, the step's forward and
-    backward run first and the probes read them (``TrainState.step_pass``): the same numbers, one pass instead of
+    when a probe that reads it is due (:meth:`Probe.reads_step_pass`: :class:`~lmech.Loss` on the training set,
+    :class:`~lmech.GradNorm`), the step's forward and backward run first and the probes read them (``TrainState.step_pass``): the same numbers, one pass instead of
     two or three."""
     model, optimizer = state.model, state.optimizer
     step_optimizer = optimizer_step(optimizer)
@@ -180,7 +175,7 @@ def train_model(state: TrainState, probes: Sequence[Probe], result: RunResult, s
     def measure(step: int) -> bool:
         state.step = step
         due = [p for p, steps_due in when if step in steps_due]
-        if sharing and step < steps and any(_reads_step_pass(p) for p in due):
+        if sharing and step < steps and any(p.reads_step_pass() for p in due):
             compute(step)  # the step's own pass, before the probes that read it
         measure_probes(due, state, result)
         if step < steps and any(p.ends_run(result.records, step) for p in due):  # a StopWhen probe ends the run:

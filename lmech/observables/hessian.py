@@ -63,46 +63,67 @@ class HessianOperator:
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                  method: str = "rev-rev", params: Sequence[str] | None = None) -> None:
+        self.flat = FlatParams(model, params)
+        self._setup(loss_of_params(model, loss_fn, x, y, self.flat), self.flat.vector, method)
+
+    @classmethod
+    def at(cls, loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
+           method: str = "rev-rev") -> "HessianOperator":
+        """The Hessian of ``loss``, a function of flat parameters, at ``theta`` (``flat`` is then ``None``)."""
+        op = cls.__new__(cls)
+        op.flat = None
+        op._setup(loss, theta, method)
+        return op
+
+    def _setup(self, loss: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, method: str) -> None:
         if method not in ("rev-rev", "fwd-rev"):
             raise ValueError(f"method={method!r} is not supported; allowed values: 'rev-rev', 'fwd-rev'")
-        self.flat = FlatParams(model, params)
         self.method = method
         self.matvecs = 0
-        self._loss = loss_of_params(model, loss_fn, x, y, self.flat)
-        self._theta = self.flat.vector.clone().requires_grad_(True)
+        self._loss, self._point = loss, theta
+        self._theta = theta.clone().requires_grad_(True)
         self._grad: torch.Tensor | None = None
+        self._value: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
-        return self.flat.dim
+        return self._point.numel()
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.flat.vector.dtype
+        return self._point.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.flat.vector.device
+        return self._point.device
+
+    def gradient_graph(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(theta, L(theta), grad L(theta))`` with the gradient's graph kept: built once, then shared by every
+        reverse-over-reverse product and by higher derivatives taken at this point (e.g. the central flow's
+        sharpness gradient)."""
+        if self._grad is None:
+            with torch.enable_grad():
+                self._value = self._loss(self._theta)
+                self._grad = torch.autograd.grad(self._value, self._theta, create_graph=True)[0]
+        return self._theta, self._value, self._grad
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         self.matvecs += 1
         if self.method == "fwd-rev":
             try:
-                return jvp(grad(self._loss), (self.flat.vector,), (v,))[1]
+                return jvp(grad(self._loss), (self._point,), (v,))[1]
             except (NotImplementedError, RuntimeError) as exc:
                 if not _forward_ad_missing(exc):
                     raise
                 self.method = "rev-rev"
-        if self._grad is None:
-            with torch.enable_grad():
-                self._grad = torch.autograd.grad(self._loss(self._theta), self._theta, create_graph=True)[0]
-        return torch.autograd.grad(self._grad, self._theta, v, retain_graph=True)[0]
+        theta, _, gradient = self.gradient_graph()
+        return torch.autograd.grad(gradient, theta, v, retain_graph=True)[0]
 
     def dense(self) -> torch.Tensor:
         """The explicit ``P x P`` Hessian, as the products with the identity's rows (:func:`hvp_rows`); for small
         models and tests only. (``torch.func.hessian`` is not used: on ``nn.TransformerEncoderLayer`` it returned an
         asymmetric matrix 0.2 off the finite-difference Hessian, torch 2.13, while ``hvp_rows`` agreed to 1e-10.)"""
-        return hvp_rows(self._loss, self.flat.vector, torch.eye(self.dim, dtype=self.dtype, device=self.device))
+        return hvp_rows(self._loss, self._point, torch.eye(self.dim, dtype=self.dtype, device=self.device))
 
 
 def hvp(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

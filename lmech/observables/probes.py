@@ -80,6 +80,11 @@ class Probe:
         :class:`StopWhen` says yes."""
         return False
 
+    def reads_step_pass(self) -> bool:
+        """Whether this probe reads the training step's own full-batch pass (``TrainState.step_pass``), so that the
+        engine runs the step's forward and backward before measuring it."""
+        return False
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "schedule"}
         return {"name": self.name, **d, "schedule": self.schedule.to_dict()}
@@ -95,6 +100,9 @@ class Loss(Probe):
 
     def __post_init__(self) -> None:
         one_of("probe.split", self.split, ("train", "test"))
+
+    def reads_step_pass(self) -> bool:
+        return self.split == "train"
 
     def measure(self, state: TrainState) -> dict[str, float]:
         x, y = (state.x_train, state.y_train) if self.split == "train" else (state.x_test, state.y_test)
@@ -149,6 +157,9 @@ class GradNorm(Probe):
 
     name: ClassVar[str] = "grad_norm"
     families: ClassVar[tuple[str, ...]] = ("grad_norm",)
+
+    def reads_step_pass(self) -> bool:
+        return True
 
     def measure(self, state: TrainState) -> dict[str, float]:
         shared = state.shared_pass()

@@ -1,7 +1,7 @@
 """Sharpness: the top Hessian eigenvalues of a loss, by Lanczos on Hessian-vector products."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -46,10 +46,17 @@ def sharpness(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tenso
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
             return scale * op.matvec(scale * v)
+    return top_eigenpairs(matvec, op, k, tol=tol, max_matvecs=max_matvecs, warm_start=warm_start, seed=seed)
+
+
+def top_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], op: HessianOperator, k: int, *, tol: float = 1e-3,
+                   max_matvecs: int = 200, warm_start: EigenResult | torch.Tensor | None = None,
+                   seed: int = 0) -> EigenResult:
+    """:func:`sharpness`'s Lanczos on ``matvec`` (``op``'s products, possibly preconditioned) over ``op``'s
+    parameters: the same start, warm start and limits wherever the operator comes from."""
     v0 = warm_start.warm_block if isinstance(warm_start, EigenResult) else warm_start
-    gen = torch.Generator().manual_seed(seed)
     return lanczos_top(matvec, op.dim, k, v0=v0, tol=tol, max_matvecs=max_matvecs, dtype=op.dtype,
-                       device=op.device, generator=gen)
+                       device=op.device, generator=torch.Generator().manual_seed(seed))
 
 
 def layer_blocks(model: nn.Module) -> dict[str, list[str]]:

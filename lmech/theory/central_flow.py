@@ -44,8 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..observables._lanczos import EigenResult, lanczos_top
+from ..observables._lanczos import EigenResult
 from ..observables._params import FlatParams, LossFn, loss_of_params
+from ..observables.hessian import HessianOperator
+from ..observables.sharpness import top_eigenpairs
 
 NEAR = 0.95  # grad S_i is computed only while S_i >= NEAR * 2/eta; farther below, the LCP gives sigma_i^2 = 0
 
@@ -117,25 +119,18 @@ class CentralFlowResult:
 
 
 class _Point:
-    """The loss at a flat ``w`` and its gradient graph, built once and shared by the gradient, the Hessian-vector
-    products of the eigen-solve and the sharpness gradients taken there (one forward and backward per substep)."""
+    """The loss at a flat ``w`` with its Hessian operator, whose gradient graph is built once and shared by the
+    gradient, the eigen-solve's products and the sharpness gradients taken there (one forward and backward per
+    substep)."""
 
     def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor) -> None:
-        with torch.enable_grad():
-            self.theta = w.detach().requires_grad_(True)
-            value = loss(self.theta)
-            self.graph = torch.autograd.grad(value, self.theta, create_graph=True)[0]
+        self.hessian = HessianOperator.at(loss, w.detach())
+        self.theta, value, self.graph = self.hessian.gradient_graph()
         self.value, self.grad = float(value.detach()), self.graph.detach()
 
-    def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        """``H(w) v``, reverse over the shared gradient graph (as :class:`~lmech.observables.hessian.HessianOperator`)."""
-        return torch.autograd.grad(self.graph, self.theta, v, retain_graph=True)[0]
-
     def eigen(self, k: int, tol: float, warm: EigenResult | None) -> EigenResult:
-        """Top ``k`` Hessian eigenpairs as :func:`~lmech.sharpness` computes them (same Lanczos, start and limits)."""
-        return lanczos_top(self.hvp, self.theta.numel(), k, v0=None if warm is None else warm.warm_block, tol=tol,
-                           max_matvecs=200, dtype=self.theta.dtype, device=self.theta.device,
-                           generator=torch.Generator().manual_seed(0))
+        """Top ``k`` Hessian eigenpairs as :func:`~lmech.sharpness` computes them."""
+        return top_eigenpairs(self.hessian.matvec, self.hessian, k, tol=tol, warm_start=warm)
 
     def sharpness_gradient(self, u: torch.Tensor) -> torch.Tensor:
         return _third_derivative(self.graph, self.theta, u)
