@@ -64,7 +64,8 @@ def main() -> int:
         start = time.perf_counter()
         _prerender(verdict)
         totals["figures"] += time.perf_counter() - start
-        events.append({"judged": time.perf_counter() - begin, "law": verdict.law, "status": verdict.status})
+        events.append({"judged": time.perf_counter() - begin, "law": verdict.law, "status": verdict.status,
+                       "error": verdict.error})
 
     pool = Pool(args.workers)
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "atlas.db") as store:

@@ -76,8 +76,9 @@ def run_experiments(experiments: Sequence[Experiment], store: Store | None = Non
                     on_run: Callable[[RunResult], None] | None = None) -> Runs:
     """Run (or load from ``store``) every experiment and return them as :class:`Runs` by key, in their order.
 
-    With ``batched`` (default), experiments that differ only in ``rule.lr`` and ``rule.seed`` and measure only losses are trained
-    together (:mod:`lmech.engine.sweep`), each still a separate stored run. ``executor`` (default
+    With ``batched`` (default), experiments that differ only in ``rule.lr``, the seeds and an MLP's ``alpha``, with
+    probes that stack (:meth:`~lmech.Probe.stacks`), are trained together (:mod:`lmech.engine.sweep`), each still a
+    separate stored run. ``executor`` (default
     :class:`~lmech.engine.executor.InProcess`) runs the tasks longest first; each run is committed as it finishes,
     and ``on_run(result)`` sees each run as it arrives (stored ones first).
     """

@@ -73,7 +73,8 @@ def sweep(base: System | Mapping[str, Any], axes: Mapping[str, Sequence[Any]],
           on_run: Callable[[RunResult], None] | None = None) -> Runs:
     """Train the grid of ``axes`` around ``base`` (see the module docstring) and return its :class:`Runs`, keyed by
     the axes (``runs.where(**{"architecture.width": 256})``, ``runs.table()``). Stored runs are reused; runs that
-    differ only in ``rule.lr`` and record only losses train together as one batched task."""
+    differ only in ``rule.lr`` and the seeds, with probes that stack (:meth:`~lmech.Probe.stacks`), train together as
+    one batched task."""
     experiments = sweep_experiments(base, axes, probes)
     return run_experiments(experiments, store, force=force, device=device, executor=executor, progress=progress,
                            step_progress=step_progress, on_run=on_run)

@@ -88,11 +88,12 @@ def test_tasks_run_longest_first_and_batched_groups_stay_one_part():
 
 def test_small_units_travel_in_bundles_of_about_a_second_longest_first():
     wide = [Experiment({"w": w}, _system(0.1, width=w, steps=5000), [Loss()]) for w in (512, 256, 8)]  # 2-3 s each
-    tiny = [Experiment({"lr": lr}, _system(lr), [Loss(), Sharpness(Schedule(at=(0,)))]) for lr in np.linspace(0.01, 1, 400)]
+    sequential = Sharpness(Schedule(at=(0,)), preconditioned=True)  # reads the optimizer: does not stack
+    tiny = [Experiment({"lr": lr}, _system(lr), [Loss(), sequential]) for lr in np.linspace(0.01, 1, 400)]
     tasks = plan_tasks(tiny + wide)
     assert [t.experiments for t in tasks[:3]] == [[e] for e in wide]  # alone, the longest first
     assert sorted(e.run_id for t in tasks for e in t.experiments) == sorted(e.run_id for e in tiny + wide)
-    assert all(len(part) == 1 for t in tasks for part in t.parts)  # sharpness probes: nothing batches
+    assert all(len(part) == 1 for t in tasks for part in t.parts)  # nothing batches
     bundles = tasks[3:]
     assert all(1.0 <= t.cost < 1.1 for t in bundles[:-1]) and bundles[-1].cost < 1.1  # ~11 ms per tiny unit
     assert 3 <= len(bundles) <= 6  # 400 runs in a handful of round trips

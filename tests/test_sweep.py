@@ -8,6 +8,7 @@ import lmech
 from lmech import MLP, MNIST1D, LearningRule, Schedule, System, Task, Transformer
 from lmech.probes import Loss
 from lmech.laws import Experiment
+from lmech.engine.sweep import batch_key as sweep_batch_key
 from lmech.runner import run_experiments
 from lmech.systems import ModularArithmetic
 
@@ -93,3 +94,66 @@ def test_mixed_shapes_and_other_probes_run_alone():
     runs = run_experiments(exps)
     assert runs.one(tag="grad").versions.get("executor") is None and runs[exps[2].key].versions.get("executor") is None
     assert runs[exps[0].key].versions["executor"] == "train_stacked x2"
+
+
+def _assert_same_arrays(batched, alone, rtol=1e-8):
+    assert [(s, n) for s, n, _ in batched.arrays] == [(s, n) for s, n, _ in alone.arrays]
+    for (_, name, a), (_, _, b) in zip(batched.arrays, alone.arrays):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-12 * np.abs(b).max(), err_msg=name)
+
+
+def test_probes_on_stacked_models_equal_their_sequential_runs(tmp_path):
+    """Runs with probes other than Loss (weights, parameters, kernels, gradient norm, sharpness, representations)
+    and different output multipliers (MLP alpha, a per-model scale in the stack) train as one stack; each model's
+    probes read its own parameters at their steps: records and arrays equal lmech.train's (float64), in the same
+    order, and a diverging model is measured up to its divergence only. 2-D inputs: the narrow first layer's weight
+    gradient takes the transposed product."""
+    steps = 12
+    probes = [Loss(Schedule(every=3)), lmech.probes.GradNorm(Schedule(every=4)),
+              lmech.probes.WeightChange(Schedule(at=(steps,))), lmech.probes.Parameters(Schedule(at=(0, steps))),
+              lmech.probes.Kernels(Schedule(at=(0, 6, steps)), points=20),
+              lmech.probes.Sharpness(Schedule(at=(0, 6)), tol=1e-8),
+              lmech.probes.RepresentationChange(Schedule(at=(steps,)))]
+    data = lmech.TeacherStudent(d_in=2, n_train=40, n_test=10)
+    exps = [Experiment({"alpha": alpha, "lr": lr}, System(
+        MLP(width=20, depth=1, bias=False, alpha=alpha, parameterization="ntk"), data, Task("mse"),
+        LearningRule(lr=lr, steps=steps, init="symmetric", dtype="float64")), probes)
+        for alpha, lr in ((1.0, 0.5), (0.1, 5.0), (10.0, 0.01), (3.0, 1e4))]  # the last diverges
+    batched = run_experiments(exps, lmech.Store(tmp_path / "s.db"))
+    assert all(r.versions["executor"] == "train_stacked x4" for r in batched.values())
+    for exp in exps:
+        alone = lmech.train(exp.system, exp.probes)
+        _assert_same_records(batched[exp.key], alone)
+        assert [r[:2] for r in batched[exp.key].records] == [r[:2] for r in alone.records]  # in the same order
+        _assert_same_arrays(batched[exp.key], alone)
+    diverged = batched.one(alpha=3.0)
+    assert diverged.outcome == "diverged" and 0 < diverged.diverged_step < steps
+    assert max(s for s, _, _ in diverged.records) == diverged.diverged_step
+    moved = [batched.one(alpha=a).last("weights/relative") for a in (0.1, 1.0, 10.0)]
+    assert moved[0] > moved[1] > moved[2]  # the multipliers were applied per model
+
+
+def test_probes_that_read_the_optimizer_keep_a_run_alone():
+    data = MNIST1D(n_train=64, n_test=0)
+    exps = _experiments(MLP(width=16), data, [1e-3, 1e-2], steps=2, optimizer="adam")
+    preconditioned = lmech.probes.Sharpness(Schedule(at=(1,)), preconditioned=True)
+    alone = [replace(e, probes=[*e.probes, preconditioned]) for e in exps]
+    assert sweep_batch_key(exps[0]) == sweep_batch_key(exps[1]) is not None
+    assert sweep_batch_key(alone[0]) is None and sweep_batch_key(replace(exps[0], probes=[lmech.probes.Instability()])) is None
+    untrained = exps[0].system.replace(rule=replace(exps[0].system.rule, steps=0))
+    assert sweep_batch_key(replace(exps[0], system=untrained)) is None  # only measures its init: nothing to stack
+    runs = run_experiments(alone)
+    assert all(r.versions.get("executor") is None for r in runs.values())
+
+
+def test_stacking_refuses_models_that_differ_beyond_the_output_multiplier():
+    import torch
+    from lmech.engine.batched import train_stacked
+    from lmech.systems.networks import MLPNet
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    with pytest.raises(ValueError, match="output multiplier"):  # same shapes, another activation
+        train_stacked([MLPNet([3, 5, 1], "relu", False, 2.0, True), MLPNet([3, 5, 1], "tanh", False, 1.0, True)],
+                      lmech.systems.task.half_mse, x, y, lr=0.1, steps=1)
+    with pytest.raises(ValueError, match="chains on 2-D inputs"):  # the vmap path has one template model
+        train_stacked([MLPNet([3, 5, 1], "relu", False, a, True) for a in (1.0, 2.0)], lmech.systems.task.half_mse,
+                      x.expand(2, 4, 8, 3)[0], y.expand(2, 4, 8, 1)[0], lr=0.1, steps=1)

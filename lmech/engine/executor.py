@@ -78,16 +78,17 @@ def _forward_size(arch) -> tuple[float, float]:
 
 
 def _run_cost(exp: Experiment) -> tuple[float, float]:
-    """Rough seconds one worker needs to train ``exp``, split into the per-call overhead (paid once by a batched
-    group) and the arithmetic (paid by every member): a training step is three forward passes' calls and
-    multiply-adds over its rows, a probe measurement one pass over the training set (curvature probes 60 passes:
-    about 20 Hessian-vector products of 3 passes each)."""
+    """Rough seconds one worker needs to train ``exp``, split into the training steps' per-call overhead (paid once
+    by a batched group) and what every member pays (the arithmetic, and its probes: a stacked model is measured on
+    its own): a training step is three forward passes' calls and multiply-adds over its rows, a probe measurement
+    one pass over the training set (curvature probes 60 passes: about 20 Hessian-vector products of 3 passes
+    each)."""
     rule, n = exp.system.rule, exp.system.data.n_train
     macs, ops = _forward_size(exp.system.architecture)
     rows = min(rule.batch_size or n, n)
     passes = sum(len(p.schedule.steps(rule.steps)) * (60 if p.name in _CURVATURE_PROBES else 1) for p in exp.probes)
-    calls = 3 * ops * rule.steps + ops * passes
-    return calls * _SECONDS_PER_OP, macs * (3 * rows * rule.steps + n * passes) / _MACS_PER_SECOND
+    member = ops * passes * _SECONDS_PER_OP + macs * (3 * rows * rule.steps + n * passes) / _MACS_PER_SECOND
+    return 3 * ops * rule.steps * _SECONDS_PER_OP, member
 
 
 def task_cost(experiments: Sequence[Experiment]) -> float:

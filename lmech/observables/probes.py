@@ -59,6 +59,7 @@ class Probe:
     schedule: Schedule = field(default=EVERY_STEP)
     name: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...]] = ()
+    stackable: ClassVar[bool] = False  # see stacks()
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,6 +86,13 @@ class Probe:
         engine runs the step's forward and backward before measuring it."""
         return False
 
+    def stacks(self) -> bool:
+        """Whether this probe can measure a model trained in a stack (:func:`lmech.engine.sweep.train_group`): the
+        engine then hands it a state whose model holds that model's parameters at the step, with its data, init and
+        memo, but no optimizer and no step pass. Probes that read neither, and do not end runs, say yes
+        (``stackable = True``); a new probe class says no unless it declares so (its runs then train alone)."""
+        return self.stackable
+
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "schedule"}
         return {"name": self.name, **d, "schedule": self.schedule.to_dict()}
@@ -97,6 +105,7 @@ class Loss(Probe):
     split: str = "train"
     name: ClassVar[str] = "loss"
     families: ClassVar[tuple[str, ...]] = ("loss", "accuracy")
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         one_of("probe.split", self.split, ("train", "test"))
@@ -157,6 +166,7 @@ class GradNorm(Probe):
 
     name: ClassVar[str] = "grad_norm"
     families: ClassVar[tuple[str, ...]] = ("grad_norm",)
+    stackable: ClassVar[bool] = True
 
     def reads_step_pass(self) -> bool:
         return True
@@ -175,6 +185,7 @@ class WeightChange(Probe):
 
     name: ClassVar[str] = "weights"
     families: ClassVar[tuple[str, ...]] = ("weights",)
+    stackable: ClassVar[bool] = True
 
     def measure(self, state: TrainState) -> dict[str, float]:
         return {f"weights/{k}": v for k, v in weight_change(state.model, state.init).items()} | {
@@ -187,6 +198,7 @@ class SingularValues(Probe):
 
     name: ClassVar[str] = "sv"
     families: ClassVar[tuple[str, ...]] = ("sv",)
+    stackable: ClassVar[bool] = True
 
     def measure(self, state: TrainState) -> dict[str, float]:
         svs = end_to_end_singular_values(state.model, state.x_train.shape[1])
@@ -204,6 +216,7 @@ class Conservation(Probe):
     kind: str = "balancedness"
     name: ClassVar[str] = "conservation"
     families: ClassVar[tuple[str, ...]] = ("balancedness", "neuron_balance")
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         one_of("probe.kind", self.kind, ("balancedness", "neuron_balance"))
@@ -240,6 +253,9 @@ class Sharpness(Probe):
         positive_int("probe.max_matvecs", self.max_matvecs)
         if self.subset is not None:
             positive_int("probe.subset", self.subset)
+
+    def stacks(self) -> bool:
+        return not self.preconditioned  # P comes from the run's optimizer
 
     def measure(self, state: TrainState) -> dict[str, float]:
         n = self.subset  # None: every training example
@@ -306,6 +322,7 @@ class Outputs(Probe):
     points: int | None = None
     name: ClassVar[str] = "outputs"
     families: ClassVar[tuple[str, ...]] = ("output",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.points is not None:
@@ -336,6 +353,7 @@ class Kernels(Probe):
     test_points: int = 0
     name: ClassVar[str] = "kernels"
     families: ClassVar[tuple[str, ...]] = ("kernels",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points)
@@ -365,6 +383,7 @@ class Parameters(Probe):
     names: tuple[str, ...] = ()
     name: ClassVar[str] = "parameters"
     families: ClassVar[tuple[str, ...]] = ("param",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
@@ -385,6 +404,7 @@ class RepresentationChange(Probe):
     points: int | None = None
     name: ClassVar[str] = "representation"
     families: ClassVar[tuple[str, ...]] = ("representation",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.points is not None:
@@ -404,6 +424,7 @@ class RepresentationSimilarity(Probe):
     points: int = 256
     name: ClassVar[str] = "similarity"
     families: ClassVar[tuple[str, ...]] = ("similarity",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points, minimum=4)
@@ -426,6 +447,7 @@ class FeatureAnsatz(Probe):
     points: int | None = None
     name: ClassVar[str] = "nfa"
     families: ClassVar[tuple[str, ...]] = ("nfa", "agop")
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.layer", self.layer, minimum=0)
@@ -452,6 +474,7 @@ class NeuralCollapse(Probe):
     split: str = "train"
     name: ClassVar[str] = "neural_collapse"
     families: ClassVar[tuple[str, ...]] = ("nc",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         one_of("probe.split", self.split, ("train", "test"))
@@ -487,6 +510,7 @@ class WeightSpectrum(Probe):
 
     name: ClassVar[str] = "weight_spectrum"
     families: ClassVar[tuple[str, ...]] = ("esd",)
+    stackable: ClassVar[bool] = True
 
     def measure(self, state: TrainState) -> dict[str, float]:
         out = {}
@@ -508,6 +532,7 @@ class NoiseScale(Probe):
     chunk_size: int = 64
     name: ClassVar[str] = "noise_scale"
     families: ClassVar[tuple[str, ...]] = ("noise_scale",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.points is not None:
@@ -536,6 +561,7 @@ class HessianTrace(Probe):
     subset: int | None = None
     name: ClassVar[str] = "hessian_trace"
     families: ClassVar[tuple[str, ...]] = ("hessian",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.matvecs", self.matvecs, minimum=3)
@@ -559,6 +585,7 @@ class HessianDensity(Probe):
     subset: int | None = None
     name: ClassVar[str] = "hessian_density"
     families: ClassVar[tuple[str, ...]] = ("density",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.probes", self.probes)
@@ -589,6 +616,7 @@ class CoordinateSizes(Probe):
     points: int = 256
     name: ClassVar[str] = "coords"
     families: ClassVar[tuple[str, ...]] = ("coords",)
+    stackable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         positive_int("probe.points", self.points)
