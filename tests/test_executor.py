@@ -213,7 +213,9 @@ def test_kill_9_of_the_driver_keeps_every_finished_run(tmp_path):
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"base": _system(0.05, width=64, steps=3000).to_dict(),  # about 1 s per run
                                 "axes": {"rule.lr": [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]},
-                                "probes": [{"name": "grad_norm", "schedule": {"every": 500}}]}))  # not batchable
+                                "probes": [{"name": "grad_norm", "schedule": {"every": 500}},
+                                           {"name": "instability", "schedule": {"at": [0]}}]}))  # reads the
+    # optimizer: the runs do not stack, each is stored as it finishes
     cmd = [sys.executable, "-m", "lmech", "sweep", str(grid), "--out", str(tmp_path), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "lmech.db"
