@@ -197,3 +197,5 @@ def test_the_residual_path_computes_the_vmap_paths_gradients():
         cls(*args).loss_and_grad(x, y)
     for name, g in grads[batched._VmapNet].items():
         np.testing.assert_allclose(grads[batched._ResidualNet][name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+    models[1].blocks[2][1] = torch.nn.ReLU()  # one block unlike the others: not this path's model
+    assert not batched._residual(models[1])

@@ -71,15 +71,19 @@ _ELEMENTWISE = (nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.Sof
                 nn.Softsign, nn.Tanhshrink)
 
 
+def _plain(model: nn.Module) -> bool:
+    """Whether ``model`` has no buffers and no hooks: its ``forward`` is all a hand-written path must reproduce."""
+    return not any(True for _ in model.buffers()) and not any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in model.modules())
+
+
 def _chain(model: nn.Module, scaled: bool = False) -> list[_Affine | _Pointwise] | None:
     """``model`` as a chain of affine layers and elementwise maps (first op affine), or ``None`` if it is not one:
     an ``nn.Sequential`` of ``nn.Linear`` / ``Dense`` / listed activations / ``nn.Identity``, an ``MLPNet`` or a
     ``DeepLinearNet``, without buffers or hooks. Exact types: a subclass may change ``forward``; an in-place
     activation (other than relu, tanh, sigmoid: computed here) would overwrite what its backward needs. ``scaled``:
     an ``MLPNet``'s output multiplier is an op even when it is 1."""
-    hooked = any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-                 for m in model.modules())
-    if hooked or any(True for _ in model.buffers()):
+    if not _plain(model):
         return None
     ops: list[_Affine | _Pointwise] = []
     if type(model) in (MLPNet, DeepLinearNet) and all(type(layer) is Dense for layer in model.layers):
@@ -361,15 +365,16 @@ class _ResidualNet:
 
 def _residual(model: nn.Module) -> bool:
     """Whether ``model`` is exactly lmech's ``ResidualMLPNet`` (LayerNorms without affine parts, an activation
-    ``_ResidualNet`` covers, linear layers; no buffers or hooks), which :class:`_ResidualNet` trains."""
-    if type(model) is not ResidualMLPNet or any(True for _ in model.buffers()) or any(
-            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-            for m in model.modules()):
+    ``_ResidualNet`` covers, the same in every block; linear layers; no buffers or hooks), which
+    :class:`_ResidualNet` trains."""
+    if type(model) is not ResidualMLPNet or not _plain(model):
         return False
     acts = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Identity, *_ELEMENTWISE)
+    first = model.blocks[0]
     return type(model.embed) is nn.Linear and type(model.readout) is nn.Linear and all(
-        len(b) == 3 and type(b[0]) is nn.LayerNorm and not b[0].elementwise_affine and type(b[1]) in acts
-        and not getattr(b[1], "inplace", False) and type(b[2]) is nn.Linear for b in model.blocks)
+        len(b) == 3 and type(b[0]) is nn.LayerNorm and not b[0].elementwise_affine and b[0].eps == first[0].eps
+        and type(b[1]) in acts and repr(b[1]) == repr(first[1]) and not getattr(b[1], "inplace", False)
+        and type(b[2]) is nn.Linear for b in model.blocks)
 
 
 class _VmapNet:
@@ -540,13 +545,14 @@ def train_stacked(models: Sequence[nn.Module], loss_fn: LossFn, x: torch.Tensor,
              .view(-1, *[1] * (len(shape) - 1)) for n, shape in shapes.items()}
     opt = _FlatOptimizer(flat, torch.zeros_like(flat), rates, shapes, optimizer, momentum, betas, eps)
     params = opt.params
-    ops = _stacked_chain(models) if x.dim() == 2 + data_per_model else None
+    features = x.dim() == 2 + data_per_model  # rows of features: the hand-written paths apply
+    ops = _stacked_chain(models) if features else None
     if ops is None and len({getattr(m, "alpha", 1.0) for m in models}) > 1:
         raise ValueError("models with different output multipliers (alpha) stack only as chains on 2-D inputs "
                          "(an MLP); train them sequentially")
     if ops is not None:
         net = _ChainNet(ops, params, opt.grads, loss_fn)
-    elif x.dim() == 2 + data_per_model and _residual(models[0]):
+    elif features and _residual(models[0]):
         net = _ResidualNet(models[0], params, opt.grads, loss_fn)
     else:
         net = _VmapNet(models[0], params, opt.grads, buffers, loss_fn)

@@ -105,7 +105,7 @@ def train_group(experiments: Sequence, device: str = "cpu") -> list[RunResult]:
                 if step not in steps:
                     continue
                 if type(probe) is not Loss:
-                    record(result, step, measured[i].get((step, j), {}))
+                    record(result, step, measured[i][step, j])
                 elif probe.split == "train" or has_test:
                     for kind in ("loss", "accuracy") if state.labelled else ("loss",):
                         value = float(metrics[(probe.split, kind)][row[step], i])
