@@ -173,6 +173,14 @@ def _loss_and_grad(loss_fn: LossFn) -> Callable[[torch.Tensor, torch.Tensor], tu
     return generic
 
 
+def _tanh(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``tanh(h) = 2 sigmoid(2h) - 1``: ATen's sigmoid kernel is 4x faster than its tanh on the CPU build lmech
+    installs (four passes 0.6-0.7 ns per float32 element against 2.6 ns); absolute error <= 2e-7 in float32 (3e-8 for
+    ``torch.tanh``), 1e-16 in float64. The backward reads the output as ``torch.tanh``'s does."""
+    out = torch.mul(h, 2, out=out)
+    return torch.sigmoid(out, out=out).mul_(2).sub_(1)
+
+
 def _affine(w: torch.Tensor, b: torch.Tensor | None, multiplier: float, h: torch.Tensor, out: torch.Tensor | None,
             relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``relu?(multiplier h W^T + b)`` for stacked ``h`` ``(models, rows, in)``, and the buffer holding it
@@ -236,7 +244,7 @@ class _ChainNet:
             elif op.kind == "relu":
                 z = buf = torch.clamp_min(h, 0.0, out=out)
             elif op.kind == "tanh":
-                z = buf = torch.tanh(h, out=out)
+                z = buf = _tanh(h, out)
             elif op.kind == "sigmoid":
                 z = buf = torch.sigmoid(h, out=out)
             elif op.kind == "scale":
@@ -321,7 +329,7 @@ class _ResidualNet:
                 with torch.enable_grad():
                     a = self.act(u)
             else:
-                a = self.act(u)
+                a = _tanh(u) if self.kind == "tanh" else self.act(u)
             if keep:
                 saved.append((h, mean, inv_sigma, u, a))
             w, b = self.params[f"blocks.{l}.2.weight"], self.params.get(f"blocks.{l}.2.bias")
