@@ -25,10 +25,12 @@ $(VENV)/.torch: | $(BIN)/python
 	touch $@
 
 # While pip installs lmech's dependencies (one core), a second process imports torch once so that its modules are
-# byte-compiled into the cache on the other core: a new venv's first `import torch` costs 7.6 s instead of ~1.5 s, and
-# the atlas's driver would otherwise pay it before its workers start. numpy is blocked there (pip may be writing it).
+# byte-compiled into the cache on the other core: `import lmech.cli, lmech.laws` plus a torch.optim optimizer (which
+# imports torch._dynamo) took 10.8 s in a new venv, 5.6 s after this, 3.5 s cached: the atlas's driver pays it before
+# its workers start, and both workers compiled torch._dynamo at their first optimizer. numpy is blocked there (pip
+# may be writing it).
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(BIN)/python -c "import sys; sys.modules['numpy'] = None; import torch, torch.func" >/dev/null 2>&1 & \
+	$(BIN)/python -c "import sys; sys.modules['numpy'] = None; import torch, torch.func, torch._dynamo" >/dev/null 2>&1 & \
 	$(BIN)/python -m pip install --disable-pip-version-check --no-compile -q -e . ; status=$$?; wait; exit $$status
 	touch $@
 
@@ -67,6 +69,7 @@ bench: install
 	$(BIN)/python bench/bench_sharpness_suite.py
 	$(BIN)/python bench/bench_hessian.py
 	$(BIN)/python bench/bench_noise_scale.py
+	$(BIN)/python bench/bench_hvp_rows.py
 	$(BIN)/python bench/bench_tracker.py
 	$(BIN)/python bench/bench_tracker_observables.py
 	$(BIN)/python bench/bench_batched.py --models 16

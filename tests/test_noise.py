@@ -128,7 +128,7 @@ def test_components_equal_a_dense_hessian_loop_on_an_mlp(kind):
     trace_h_sigma = float(torch.einsum("ip,pq,iq->", c, h, c)) / (n - 1)
     expected = {"trace_sigma": trace_sigma, "grad_sq": float(gbar @ gbar) - trace_sigma / n,
                 "trace_h_sigma": trace_h_sigma, "g_h_g": float(gbar @ h @ gbar) - trace_h_sigma / n}
-    est = gradient_noise_scale(model, _half_sq, x, y, hessian_samples=n, hvp_chunk_size=5)
+    est = gradient_noise_scale(model, _half_sq, x, y, hessian_samples=n)
     for name, value in expected.items():
         assert getattr(est, name) == pytest.approx(value, rel=1e-8), name
     assert est.b_simple == pytest.approx(expected["trace_sigma"] / expected["grad_sq"], rel=1e-8)

@@ -192,7 +192,7 @@ def _mean_over_examples(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: t
 
 def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
                          hessian: bool = True, hessian_samples: int = 32, chunk_size: int = 64,
-                         hvp_chunk_size: int = 8, seed: int = 0) -> NoiseScaleEstimate:
+                         seed: int = 0) -> NoiseScaleEstimate:
     """``B_simple = tr Sigma / |G|^2`` and ``B_noise = tr(H Sigma) / (G^T H G)`` from the ``n`` examples ``(x, y)``.
 
     ``loss_fn`` is a mean over examples (a sum, ``reduction="sum"``, is detected and divided by ``n``; any other
@@ -221,7 +221,6 @@ def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: 
                          f"jackknife error need n >= 3); got len(x)={n}, len(y)={len(y)}")
     positive_int("hessian_samples", hessian_samples, minimum=2)
     loss_fn = _mean_over_examples(model, loss_fn, x, y)
-    positive_int("hvp_chunk_size", hvp_chunk_size)
     m = min(hessian_samples, n) if hessian else 0
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:m].sort().values
     gbar, norms, dots, centred = _centred_moments(model, loss_fn, x, y, chunk_size, pick)
@@ -234,7 +233,7 @@ def gradient_noise_scale(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: 
         return NoiseScaleEstimate(trace_sigma / grad_sq, stderr, nan, trace_sigma, grad_sq, nan, nan, nan, n, 0)
     vectors = torch.cat([centred, gbar[None]]).to(x.dtype)
     flat = FlatParams(model)
-    hv = hvp_rows(loss_of_params(model, loss_fn, x, y, flat), flat.vector, vectors, hvp_chunk_size).double()
+    hv = hvp_rows(loss_of_params(model, loss_fn, x, y, flat), flat.vector, vectors).double()
     quad = (vectors.double() * hv).sum(1)
     q = quad[:m]
     trace_h_sigma = float(q.mean()) * n / (n - 1)
