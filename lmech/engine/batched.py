@@ -67,6 +67,7 @@ class _Pointwise:
 
 
 _FROM_OUTPUT = {nn.ReLU: "relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
+_CLOSED_FORM = tuple(_FROM_OUTPUT.values())  # activations differentiated from their output by hand
 _ELEMENTWISE = (nn.GELU, nn.SiLU, nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.Softplus, nn.Mish, nn.Hardtanh,
                 nn.Softsign, nn.Tanhshrink)
 
@@ -181,6 +182,21 @@ def _tanh(h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return torch.sigmoid(out, out=out).mul_(2).sub_(1)
 
 
+def _activation(kind: str, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``kind`` (one of ``_CLOSED_FORM``) applied to ``h``, into ``out`` if given."""
+    if kind == "relu":
+        return torch.clamp_min(h, 0.0, out=out)
+    return _tanh(h, out) if kind == "tanh" else torch.sigmoid(h, out=out)
+
+
+def _activation_backward(kind: str, d: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``dL/dh`` from ``d = dL/dz`` and the output ``z`` of ``_activation(kind, h)``, written into ``d``."""
+    if kind == "relu":
+        return torch.ops.aten.threshold_backward.grad_input(d, z, 0.0, grad_input=d)
+    backward = torch.ops.aten.tanh_backward if kind == "tanh" else torch.ops.aten.sigmoid_backward
+    return backward.grad_input(d, z, grad_input=d)
+
+
 def _affine(w: torch.Tensor, b: torch.Tensor | None, multiplier: float, h: torch.Tensor, out: torch.Tensor | None,
             relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``relu?(multiplier h W^T + b)`` for stacked ``h`` ``(models, rows, in)``, and the buffer holding it
@@ -241,12 +257,8 @@ class _ChainNet:
                                  relu=k in self.fused)
             elif k - 1 in self.fused:  # the relu was applied with the bias
                 z = buf = h
-            elif op.kind == "relu":
-                z = buf = torch.clamp_min(h, 0.0, out=out)
-            elif op.kind == "tanh":
-                z = buf = _tanh(h, out)
-            elif op.kind == "sigmoid":
-                z = buf = torch.sigmoid(h, out=out)
+            elif op.kind in _CLOSED_FORM:
+                z = buf = _activation(op.kind, h, out)
             elif op.kind == "scale":
                 z = buf = torch.mul(h, op.scale, out=out)
             elif keep:
@@ -279,12 +291,8 @@ class _ChainNet:
                                         self.grads.get(op.bias), inputs=k > 0, out=self.buffers.get(("d", k)))
                 if k:
                     d = self.buffers["d", k] = d_in
-            elif op.kind == "relu":
-                torch.ops.aten.threshold_backward.grad_input(d, z, 0.0, grad_input=d)
-            elif op.kind == "tanh":
-                torch.ops.aten.tanh_backward.grad_input(d, z, grad_input=d)
-            elif op.kind == "sigmoid":
-                torch.ops.aten.sigmoid_backward.grad_input(d, z, grad_input=d)
+            elif op.kind in _CLOSED_FORM:
+                _activation_backward(op.kind, d, z)
             elif op.kind == "scale":
                 d.mul_(op.scale)
             else:
@@ -329,7 +337,7 @@ class _ResidualNet:
                 with torch.enable_grad():
                     a = self.act(u)
             else:
-                a = _tanh(u) if self.kind == "tanh" else self.act(u)
+                a = _activation(self.kind, u) if self.kind in _CLOSED_FORM else self.act(u)
             if keep:
                 saved.append((h, mean, inv_sigma, u, a))
             w, b = self.params[f"blocks.{l}.2.weight"], self.params.get(f"blocks.{l}.2.bias")
@@ -354,12 +362,8 @@ class _ResidualNet:
         for l in reversed(range(self.depth)):
             h, mean, inv_sigma, u, a = saved[l + 1]
             g = backward(f"blocks.{l}.2", dh, a.detach())
-            if self.kind == "relu":
-                g = torch.ops.aten.threshold_backward(g, a, 0.0)
-            elif self.kind == "tanh":
-                g = torch.ops.aten.tanh_backward(g, a)
-            elif self.kind == "sigmoid":
-                g = torch.ops.aten.sigmoid_backward(g, a)
+            if self.kind in _CLOSED_FORM:
+                _activation_backward(self.kind, g, a)  # g is the product's own output
             elif self.kind == "autograd":
                 g = torch.autograd.grad(a, u, g)[0]
             dh = dh.add_(torch.ops.aten.native_layer_norm_backward(g, h, h.shape[2:], mean, inv_sigma, None, None,
